@@ -1,0 +1,39 @@
+"""The ``rmft`` command line: one entry point, one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines ``add_parser(subparsers)``, which registers a parser whose ``func``
+# default takes the parsed arguments and returns an exit code.
+SUBCOMMAND_MODULES = ("rmft_theory.cli.train_theory",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``rmft`` parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="rmft",
+        description="rmft-theory: Iterative RMFT and its FTRL theory, in JAX.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; configuration errors exit 2 with one line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as err:
+        print(f"rmft {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

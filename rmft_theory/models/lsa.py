@@ -1,0 +1,127 @@
+"""The single-layer linear self-attention model of THEORY §2, in its exact parameterisation.
+
+Tokens embed past rewards as ``e_i = [R_i; 1] ∈ R^{d+1}``. With value ``V ∈ R^{d×(d+1)}``,
+key ``K`` and query ``Q`` in ``R^{(d+1)×(d+1)}`` and the fixed query vector ``c = e_{d+1}``,
+
+    g_t = Σ_{i<t} (V e_i) · (e_iᵀ Kᵀ Q c)        (no softmax, no 1/t normalisation).
+
+Because the query is constant, the score ``e_iᵀ k`` with ``k = Kᵀ Q c`` is a scalar per token,
+and ``g_t = V z_{t−1}`` with the (d+1)-vector prefix sum ``z_{t−1} = Σ_{i<t} e_i (e_iᵀ k)``:
+O(T) time, O(T d) memory, and no (d+1)×(d+1) state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def embed(rewards_TxD: jax.Array) -> jax.Array:
+    """Token embeddings ``e_t = [R_t; 1]``, shape (T, d+1)."""
+    ones = jnp.ones((*rewards_TxD.shape[:-1], 1), rewards_TxD.dtype)
+    return jnp.concatenate([rewards_TxD, ones], axis=-1)
+
+
+def query_vector(d: int, dtype=jnp.float32) -> jax.Array:
+    """The fixed query vector ``c = e_{d+1}`` (the constant feature)."""
+    return jnp.zeros((d + 1,), dtype).at[d].set(1.0)
+
+
+def key_vector(params) -> jax.Array:
+    """``k = Kᵀ Q c``, the only combination of K and Q that the output depends on."""
+    K, Q = params["K"], params["Q"]
+    return K.T @ (Q @ query_vector(K.shape[0] - 1, K.dtype))
+
+
+def lsa_apply(params, rewards_TxD: jax.Array) -> jax.Array:
+    """O(T) causal evaluation by an exclusive prefix sum; returns the (T, d) outputs ``g_t``."""
+    e_TxE = embed(rewards_TxD)
+    s_T = e_TxE @ key_vector(params)
+    z_TxE = jnp.cumsum(e_TxE * s_T[:, None], axis=0)
+    z_prev_TxE = jnp.concatenate([jnp.zeros_like(z_TxE[:1]), z_TxE[:-1]], axis=0)
+    return z_prev_TxE @ params["V"].T
+
+
+def lsa_apply_quadratic(params, rewards_TxD: jax.Array) -> jax.Array:
+    """The O(T²) direct form ``g_t = Σ_{i<t} (V e_i)(e_iᵀ Kᵀ Q c)``: a test reference only."""
+    e_TxE = embed(rewards_TxD)
+    T = e_TxE.shape[0]
+    Qc = params["Q"] @ query_vector(e_TxE.shape[1] - 1, e_TxE.dtype)
+    keys_TxE = e_TxE @ params["K"].T
+    scores_T = keys_TxE @ Qc  # (K e_i)ᵀ (Q c); the query token is the same for every t
+    values_TxD = e_TxE @ params["V"].T
+    mask_TxT = jnp.tril(jnp.ones((T, T), e_TxE.dtype), k=-1)  # i < t
+    return (mask_TxT * scores_T[None, :]) @ values_TxD
+
+
+class LinearSelfAttention(nn.Module):
+    """Flax module for THEORY §2; ``apply({'params': p}, rewards_TxD) -> g_TxD``.
+
+    Attributes:
+      d: reward dimension.
+      init_scale: standard deviation of the Gaussian initialisation of V, K, Q around
+        ``(0, I, I)``; the identity start puts κ = 1 so that training is not at the saddle
+        ``V = k = 0``.
+    """
+
+    d: int
+    init_scale: float = 0.1
+
+    @nn.compact
+    def __call__(self, rewards_TxD: jax.Array) -> jax.Array:
+        E = self.d + 1
+        normal = nn.initializers.normal(self.init_scale)
+
+        def near_identity(key, shape, dtype=jnp.float32):
+            return jnp.eye(*shape, dtype=dtype) + normal(key, shape, dtype)
+
+        params = {
+            "V": self.param("V", normal, (self.d, E)),
+            "K": self.param("K", near_identity, (E, E)),
+            "Q": self.param("Q", near_identity, (E, E)),
+        }
+        return lsa_apply(params, rewards_TxD)
+
+
+class Invariants(NamedTuple):
+    """Reparameterisation-invariant parts of the LSA output (THEORY §2).
+
+    ``g_t = W_eff S_{t−1} + Σ_{i<t} quad[:, b, c] R_{i,b} R_{i,c} + drift · (t − 1)``.
+    """
+
+    W_eff: jax.Array  # (d, d): κ V_R + v_0 k_Rᵀ
+    quad: jax.Array  # (d, d, d): quad[a, b, c] = V_R[a, b] k_R[c]
+    drift: jax.Array  # (d,): κ v_0
+
+
+def invariants(params) -> Invariants:
+    """``W_eff``, the quadratic tensor ``V_R ⊗ k_R`` and the drift ``κ v_0`` of LSA parameters."""
+    k = key_vector(params)
+    k_R, kappa = k[:-1], k[-1]
+    V = params["V"]
+    V_R, v_0 = V[:, :-1], V[:, -1]
+    return Invariants(
+        W_eff=kappa * V_R + jnp.outer(v_0, k_R),
+        quad=V_R[:, :, None] * k_R[None, None, :],
+        drift=kappa * v_0,
+    )
+
+
+def params_from_weights(W_DxD) -> dict:
+    """LSA parameters realising ``W_eff = W`` exactly, with zero quadratic and drift terms.
+
+    ``V = [W | 0]``, ``K = Q = I``, so ``k = Kᵀ Q c = e_{d+1}``: ``k_R = 0``, ``κ = 1``.
+    """
+    W = jnp.asarray(W_DxD)
+    d = W.shape[0]
+    if W.shape != (d, d):
+        raise ValueError(f"W must be a square (d, d) matrix, got shape {W.shape}")
+    E = d + 1
+    return {
+        "V": jnp.concatenate([W, jnp.zeros((d, 1), W.dtype)], axis=1),
+        "K": jnp.eye(E, dtype=W.dtype),
+        "Q": jnp.eye(E, dtype=W.dtype),
+    }

@@ -1,0 +1,37 @@
+"""A name → model-factory registry, so that configs and the command line choose models by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Decorator: register ``factory(d, **options) -> flax.linen.Module`` under ``name``."""
+
+    def wrap(factory):
+        if name in MODELS:
+            raise ValueError(f"model name {name!r} is already registered")
+        MODELS[name] = factory
+        return factory
+
+    return wrap
+
+
+def make_model(name: str, d: int, **options) -> nn.Module:
+    """Build the registered model ``name`` for reward dimension ``d``."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+    return MODELS[name](d=d, **options)
+
+
+def _register_builtin():
+    from rmft_theory.models.lsa import LinearSelfAttention
+
+    register_model("lsa")(LinearSelfAttention)
+
+
+_register_builtin()

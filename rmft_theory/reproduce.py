@@ -1,0 +1,125 @@
+"""The reproduction pipeline: discover ``experiments/fig_*.py``, run them resumably, plot.
+
+An experiment module defines two functions:
+
+* ``compute(fig_dir: Path, quick: bool) -> None`` computes its data one resumable unit at a
+  time (see :func:`unit`) and writes the figure's data, ``fig_dir/<name>.npz`` and/or
+  ``fig_dir/<name>.json``;
+* ``plot(fig_dir: Path) -> list[Path]`` reads only that saved data and writes
+  ``fig_dir/<name>.png`` and ``fig_dir/<name>.pdf`` beside it.
+
+A unit's arrays are saved atomically as ``fig_dir/units/<name>/<unit>.npz`` once computed; a
+rerun after an interruption (even ``kill -9``) loads finished units instead of recomputing them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from rmft_theory.io import load_json, load_npz, save_json, save_npz
+
+
+def repo_root() -> Path:
+    """The checkout that holds this package (experiments live beside it)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def default_experiments_dir() -> Path:
+    """``<checkout>/experiments``."""
+    return repo_root() / "experiments"
+
+
+def default_figures_dir(quick: bool) -> Path:
+    """``figures/`` for full runs, ``figures/quick/`` for quick ones (full figures stay intact)."""
+    base = repo_root() / "figures"
+    return base / "quick" if quick else base
+
+
+def discover(experiments_dir: Path | None = None) -> dict[str, Path]:
+    """Map ``fig_NAME`` to its script for every ``fig_*.py`` in the experiments folder."""
+    folder = Path(experiments_dir or default_experiments_dir())
+    if not folder.is_dir():
+        raise ValueError(f"experiments folder {folder} does not exist (pass --experiments-dir)")
+    return {p.stem: p for p in sorted(folder.glob("fig_*.py"))}
+
+
+def load_experiment(path: Path) -> ModuleType:
+    """Import an experiment script by path, checking that it has ``compute`` and ``plot``."""
+    spec = importlib.util.spec_from_file_location(f"rmft_experiments.{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    for fn in ("compute", "plot"):
+        if not callable(getattr(module, fn, None)):
+            raise ValueError(f"experiment {path.name} must define {fn}()")
+    return module
+
+
+def units_dir(fig_dir: Path, experiment: str) -> Path:
+    """Where the resumable units of ``experiment`` live."""
+    return Path(fig_dir) / "units" / experiment
+
+
+def unit(
+    fig_dir: Path, experiment: str, name: str, compute_fn: Callable[[], dict]
+) -> dict[str, np.ndarray]:
+    """Return the saved arrays of unit ``name``, computing and saving them first if missing."""
+    path = units_dir(fig_dir, experiment) / f"{name}.npz"
+    if path.exists():
+        return load_npz(path)
+    arrays = {k: np.asarray(v) for k, v in compute_fn().items()}
+    save_npz(path, **arrays)
+    return arrays
+
+
+def run_all(
+    names: list[str] | None,
+    quick: bool,
+    figures_dir: Path | None = None,
+    experiments_dir: Path | None = None,
+    plot_only: bool = False,
+) -> dict:
+    """Compute (unless ``plot_only``) and plot the chosen experiments; return a status dict.
+
+    A finished experiment is recorded in ``<figures>/units/<name>/status.json`` and skipped on a
+    rerun; a partly finished one resumes from its saved units.
+    """
+    found = discover(experiments_dir)
+    chosen = names or list(found)
+    unknown = [n for n in chosen if n not in found]
+    if unknown:
+        raise ValueError(f"--only must name experiments among {sorted(found)}, got {unknown}")
+    fig_dir = Path(figures_dir or default_figures_dir(quick))
+    status = {}
+    for name in chosen:
+        module = load_experiment(found[name])
+        done_file = units_dir(fig_dir, name) / "status.json"
+        t0 = time.perf_counter()
+        if plot_only:
+            state = "plotted"
+        elif done_file.exists() and load_json(done_file).get("quick") == quick:
+            state = "cached"
+        else:
+            print(f"== {name}: computing ({'quick' if quick else 'full'} mode)", file=sys.stderr)
+            module.compute(fig_dir, quick)
+            save_json(done_file, {"quick": quick, "compute_s": time.perf_counter() - t0})
+            state = "computed"
+        outputs = module.plot(fig_dir)
+        status[name] = {
+            "state": state,
+            "seconds": time.perf_counter() - t0,
+            "outputs": [str(p) for p in outputs],
+        }
+        print(
+            f"== {name}: {state}, {status[name]['seconds']:.1f}s -> "
+            f"{', '.join(Path(p).name for p in outputs)}",
+            file=sys.stderr,
+        )
+    return status

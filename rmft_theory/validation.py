@@ -1,0 +1,40 @@
+"""Validation helpers: each raises one ValueError that names the parameter and what is allowed."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def check_positive_int(name: str, value) -> int:
+    """``value`` must be an integer ≥ 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_nonnegative(name: str, value) -> float:
+    """``value`` must be a finite real number ≥ 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` must be a finite real number > 0."""
+    check_nonnegative(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices) -> str:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
