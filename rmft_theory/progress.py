@@ -1,4 +1,12 @@
-"""Compile once, then run a jitted chunk of work repeatedly behind a progress bar with ETA."""
+"""Progress for compiled loops: compile once (timed apart), then run with a bar and ETA.
+
+Two levels of feedback:
+
+* between compiled calls, :func:`run_chunks` advances the bar after each chunk;
+* inside a compiled loop, :meth:`Progress.tick` sends the step count to the host through
+  ``jax.debug.callback``, throttled on the device to one call every ``every`` steps, so a long
+  ``lax.scan`` still moves the bar.
+"""
 
 from __future__ import annotations
 
@@ -26,35 +34,72 @@ def compile_timed(fn: Callable, *args) -> tuple[Callable, float]:
     return compiled, time.perf_counter() - t0
 
 
+class Progress:
+    """A tqdm bar (ETA included) that compiled code can advance with :meth:`tick`."""
+
+    def __init__(self, total: int, desc: str, unit: str = "step", quiet: bool = False,
+                 every: int = 50):
+        self.desc, self.quiet, self.every = desc, quiet, max(int(every), 1)
+        self.total, self.unit = total, unit
+        self.bar = None  # started after compilation, so that the ETA measures running only
+
+    def start(self) -> None:
+        """Open the bar (its clock starts now)."""
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, disable=self.quiet,
+                            file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+    def message(self, text: str) -> None:
+        """Print a status line (e.g. 'compiling') unless quiet."""
+        if not self.quiet:
+            tqdm.write(f"[{self.desc}] {text}", file=sys.stderr)
+
+    def set(self, n: int) -> None:
+        """Host side: move the bar to ``n`` (never backwards)."""
+        self.start()
+        n = int(n)
+        if n > self.bar.n:
+            self.bar.update(n - self.bar.n)
+
+    def tick(self, count: jax.Array) -> None:
+        """Traced side: report ``count`` finished units every ``self.every`` units."""
+        if self.quiet:
+            return
+
+        def report():
+            jax.debug.callback(lambda n: self.set(np.asarray(n)), count)
+
+        jax.lax.cond(count % self.every == 0, report, lambda: None)
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run_chunks(
     advance: Callable[[Any], tuple[Any, Any]],
     state: Any,
     n_chunks: int,
-    desc: str,
-    unit_per_chunk: int = 1,
-    unit: str = "step",
-    quiet: bool = False,
+    progress: Progress,
+    units_per_chunk: int = 1,
 ) -> tuple[Any, list, Timings]:
-    """Apply ``advance`` ``n_chunks`` times; ``advance`` is compiled once, before the bar starts.
+    """Apply ``advance`` ``n_chunks`` times; it is compiled once, before anything runs.
 
     Returns the final state, the per-chunk metrics pulled to NumPy, and the timings.
     """
+    progress.message("compiling ...")
     compiled, compile_s = compile_timed(advance, state)
-    if not quiet:
-        print(f"[{desc}] compiled in {compile_s:.2f}s", file=sys.stderr)
+    progress.message(f"compiled in {compile_s:.2f}s")
     history = []
     t0 = time.perf_counter()
-    with tqdm(
-        total=n_chunks * unit_per_chunk,
-        desc=desc,
-        unit=unit,
-        disable=quiet,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    ) as bar:
-        for _ in range(n_chunks):
+    progress.start()
+    try:
+        for i in range(n_chunks):
             state, metrics = compiled(state)
             history.append(jax.tree.map(np.asarray, metrics))
-            bar.update(unit_per_chunk)
-    jax.block_until_ready(state)
+            progress.set((i + 1) * units_per_chunk)
+        jax.block_until_ready(state)
+    finally:
+        progress.close()
     return state, history, Timings(compile_s, time.perf_counter() - t0)

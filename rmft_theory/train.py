@@ -19,11 +19,12 @@ import optax
 from rmft_theory.envs.gaussian import GaussianFOL, sample_rewards, sample_task
 from rmft_theory.keys import Seeds
 from rmft_theory.objectives import OBJECTIVES, objective_fn
-from rmft_theory.progress import Timings, run_chunks
+from rmft_theory.progress import Progress, Timings, run_chunks
 from rmft_theory.validation import check_choice, check_positive, check_positive_int
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
+BASELINES = ("loo-mean", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,10 @@ class DirectTrainConfig:
       schedule: ``"cosine"`` (decay to 0, which averages out the gradient noise) or ``"constant"``.
       radius: ball radius ρ of the targets.
       chunk: steps per compiled call (the progress bar's granularity).
+      regret_baseline: ``"loo-mean"`` subtracts, from each sequence's ``ρ‖S_T‖``, the mean of
+        the other sequences of the batch (a control variate independent of the sequence, see
+        :func:`rmft_theory.objectives.squared_regret_loss`: unbiased for the plain gradient on
+        zero-mean tasks); ``"none"`` uses the plain estimator. Regret-loss only.
       antithetic: pair every sequence R with its mirror ``2μ − R`` (same law for Gaussian
         rewards). The odd and even parts of the model (THEORY §3) then decouple exactly within
         each batch, which removes the cross-term gradient noise without changing the objective.
@@ -53,6 +58,7 @@ class DirectTrainConfig:
     radius: float = 1.0
     chunk: int = 200
     antithetic: bool = True
+    regret_baseline: str = "loo-mean"
 
     def __post_init__(self):
         check_choice("objective", self.objective, OBJECTIVES)
@@ -63,8 +69,11 @@ class DirectTrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_positive("radius", self.radius)
         check_positive_int("chunk", self.chunk)
-        if self.antithetic and self.batch_size % 2:
-            raise ValueError(f"batch_size must be even with antithetic=True, got {self.batch_size}")
+        check_choice("regret_baseline", self.regret_baseline, BASELINES)
+        if self.antithetic and (self.batch_size % 2 or self.batch_size < 4):
+            raise ValueError(
+                f"batch_size must be even and >= 4 with antithetic=True, got {self.batch_size}"
+            )
         if self.steps % self.chunk:
             raise ValueError(f"steps ({self.steps}) must be a multiple of chunk ({self.chunk})")
 
@@ -114,14 +123,34 @@ def make_train_step(
     env: GaussianFOL,
     config: DirectTrainConfig,
     metrics_fn: Callable | None = None,
+    progress: Progress | None = None,
 ):
-    """A pure ``step(state) -> (state, metrics)`` for one optimiser update on a fresh batch."""
+    """A pure ``step(state) -> (state, metrics)`` for one optimiser update on a fresh batch.
+
+    With ``progress``, the step reports its count to the host bar (throttled) from inside jit.
+    """
     loss_one = objective_fn(config.objective)
     optimizer = config.make_optimizer()
 
+    use_baseline = config.objective == "regret-loss" and config.regret_baseline == "loo-mean"
+
     def batch_loss(params, rewards_BxTxD):
         g_BxTxD = jax.vmap(apply_fn, in_axes=(None, 0))(params, rewards_BxTxD)
-        losses = jax.vmap(loss_one, in_axes=(0, 0, None))(g_BxTxD, rewards_BxTxD, config.radius)
+        if use_baseline:
+            best_B = config.radius * jnp.linalg.norm(jnp.sum(rewards_BxTxD, axis=1), axis=-1)
+            n = best_B.shape[0]
+            if config.antithetic:  # leave the mirrored partner out too: it shares ‖S_T‖
+                partner_B = jnp.roll(best_B, n // 2)
+                loo_B = (jnp.sum(best_B) - best_B - partner_B) / (n - 2)
+            else:
+                loo_B = (jnp.sum(best_B) - best_B) / (n - 1)
+            losses = jax.vmap(loss_one, in_axes=(0, 0, None, 0))(
+                g_BxTxD, rewards_BxTxD, config.radius, loo_B
+            )
+        else:
+            losses = jax.vmap(loss_one, in_axes=(0, 0, None))(
+                g_BxTxD, rewards_BxTxD, config.radius
+            )
         return jnp.mean(losses)
 
     def step(state: TrainState):
@@ -134,6 +163,8 @@ def make_train_step(
         metrics = {"loss": loss}
         if metrics_fn is not None:
             metrics.update(metrics_fn(params))
+        if progress is not None:
+            progress.tick(state.step + 1)
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     return step
@@ -167,19 +198,16 @@ def train_direct(
 ) -> TrainResult:
     """Train ``model`` on ``config.objective`` with fresh tasks from ``env`` every step."""
     apply_fn = lambda params, r: model.apply({"params": params}, r)  # noqa: E731
-    step = make_train_step(apply_fn, env, config, metrics_fn)
+    progress = Progress(config.steps, f"train {config.objective}", quiet=quiet,
+                        every=max(config.chunk // 10, 1))
+    step = make_train_step(apply_fn, env, config, metrics_fn, progress)
 
     def advance(state):
         return jax.lax.scan(lambda s, _: step(s), state, None, length=config.chunk)
 
     state = init_state(model, env, config, seeds)
     state, history, timings = run_chunks(
-        advance,
-        state,
-        config.steps // config.chunk,
-        desc=f"train {config.objective}",
-        unit_per_chunk=config.chunk,
-        quiet=quiet,
+        advance, state, config.steps // config.chunk, progress, units_per_chunk=config.chunk
     )
     metrics = {k: np.concatenate([h[k] for h in history]) for k in history[0]}
     return TrainResult(state.params, metrics, timings)

@@ -8,7 +8,10 @@ import sys
 
 # Each module defines ``add_parser(subparsers)``, which registers a parser whose ``func``
 # default takes the parsed arguments and returns an exit code.
-SUBCOMMAND_MODULES = ("rmft_theory.cli.train_theory",)
+SUBCOMMAND_MODULES = (
+    "rmft_theory.cli.train_theory",
+    "rmft_theory.cli.reproduce",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -113,6 +113,6 @@ def sample_rewards(key: jax.Array, env: GaussianFOL, mean_D: jax.Array) -> jax.A
     """Draw one reward sequence ``R_t = μ + L z_t``, shape (T, d)."""
     z_TxD = jax.random.normal(key, (env.horizon, env.d))
     if env.cov_kind == "isotropic":
-        return mean_D + env.sigma * z_TxD
+        return mean_D[None, :] + env.sigma * z_TxD
     L = jnp.asarray(env.cov_factor, dtype=z_TxD.dtype)
-    return mean_D + z_TxD @ L.T
+    return mean_D[None, :] + z_TxD @ L.T

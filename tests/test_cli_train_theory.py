@@ -1,0 +1,41 @@
+"""``rmft train-theory``: writes its result and fails with one line on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rmft_theory.cli import main
+
+
+def test_train_theory_writes_result(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train-theory", "--objective", "regret-loss", "--d", "2", "--horizon", "8",
+                 "--steps", "40", "--batch-size", "16", "--chunk", "20", "--out", str(out),
+                 "--quiet"])
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    for key in ("W_eff", "W_star", "rel_error", "quad_rel", "drift_rel", "config", "seeds",
+                "environment", "compile_s", "run_s"):
+        assert key in result
+    assert np.asarray(result["W_eff"]).shape == (2, 2)
+    assert result["config"]["objective"] == "regret-loss"
+    assert (out / "curves.npz").exists()
+    assert "rel_error=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--d", "0"], "d must be an integer >= 1"),
+        (["--horizon", "-3"], "horizon must be"),
+        (["--sigma", "-1"], "sigma must be"),
+        (["--steps", "0"], "steps must be"),
+        (["--lr", "0"], "learning_rate must be"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_parameter(tmp_path, capsys, flags, message):
+    code = main(["train-theory", "--out", str(tmp_path), "--quiet", *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
