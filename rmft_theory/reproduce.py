@@ -79,6 +79,20 @@ def unit(
     return arrays
 
 
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporary files left by writes that a kill interrupted; return how many.
+
+    Completed writes never leave one (see :func:`rmft_theory.io.atomic_path`), so any found here
+    belong to a dead process. Do not run two reproductions into the same folder at once.
+    """
+    count = 0
+    if Path(folder).is_dir():
+        for path in Path(folder).rglob(".*.tmp*"):
+            path.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
 def run_all(
     names: list[str] | None,
     quick: bool,
@@ -97,6 +111,8 @@ def run_all(
     if unknown:
         raise ValueError(f"--only must name experiments among {sorted(found)}, got {unknown}")
     fig_dir = Path(figures_dir or default_figures_dir(quick))
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(fig_dir)
     status = {}
     for name in chosen:
         module = load_experiment(found[name])

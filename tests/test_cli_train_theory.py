@@ -39,3 +39,19 @@ def test_bad_input_is_one_line_naming_the_parameter(tmp_path, capsys, flags, mes
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_same_command_same_seed_gives_bit_identical_arrays(tmp_path):
+    from rmft_theory.io import load_npz
+
+    flags = ["train-theory", "--d", "3", "--horizon", "6", "--steps", "30", "--batch-size", "8",
+             "--chunk", "10", "--quiet", "--seed", "7"]
+    assert main([*flags, "--out", str(tmp_path / "a")]) == 0
+    assert main([*flags, "--out", str(tmp_path / "b")]) == 0
+    a, b = load_npz(tmp_path / "a" / "curves.npz"), load_npz(tmp_path / "b" / "curves.npz")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    ra = json.loads((tmp_path / "a" / "result.json").read_text())
+    rb = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert ra["W_eff"] == rb["W_eff"]

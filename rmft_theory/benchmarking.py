@@ -1,0 +1,126 @@
+"""Benchmark helpers: timing with compile time apart, machine floors, and result files.
+
+Timings follow one protocol everywhere: compile ahead of time (timed separately), one warm-up
+call, then the median wall time of ``repeats`` calls, each ended by ``block_until_ready``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from rmft_theory.io import environment_info, save_json
+
+
+def time_jax(fn: Callable, *args, repeats: int = 5) -> dict:
+    """Compile ``jax.jit(fn)`` for ``args`` (timed), warm up once, return the median run time."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(*args))
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        runs.append(time.perf_counter() - t0)
+    return {"compile_s": compile_s, "median_s": statistics.median(runs), "runs_s": runs,
+            "compiled": compiled}
+
+
+def time_host(fn: Callable, *args, repeats: int = 5) -> dict:
+    """Median wall time of a host (NumPy/PyTorch) function after one warm-up call."""
+    fn(*args)
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(*args)
+        runs.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(runs), "runs_s": runs}
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul throughput of the default device, GFLOP/s (2n³ flops per product)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    t = time_jax(lambda x, y: x @ y, a, b, repeats=repeats)["median_s"]
+    return 2 * n**3 / t / 1e9
+
+
+def copy_bandwidth_gbs(n_floats: int = 64 * 2**20, repeats: int = 5) -> float:
+    """Measured device memory bandwidth, GB/s, from ``y = x + 1`` (one read and one write)."""
+    x = jnp.zeros((n_floats,), jnp.float32)
+    t = time_jax(lambda v: v + 1.0, x, repeats=repeats)["median_s"]
+    return 2 * 4 * n_floats / t / 1e9
+
+
+def roofline_fraction(flops: float, bytes_moved: float, seconds: float,
+                      peak_gflops: float, bandwidth_gbs: float) -> float:
+    """Achieved fraction of the roofline: ``time_floor / time``, where the floor is
+    ``max(flops / peak, bytes / bandwidth)``."""
+    floor = max(flops / (peak_gflops * 1e9), bytes_moved / (bandwidth_gbs * 1e9))
+    return floor / seconds
+
+
+def machine_info() -> dict:
+    """CPU model, core count and the JAX environment, for the results header."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), **environment_info()}
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of ``rows`` restricted to ``columns`` (floats to 3 significant digits)."""
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return str(v)
+
+    head = "| " + " | ".join(columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def write_results(name: str, payload: dict, markdown: str, folder: Path | None = None) -> Path:
+    """Atomically write ``benchmarks/results/<name>.json`` and ``<name>.md``; return the JSON."""
+    from rmft_theory.io import atomic_path
+    from rmft_theory.reproduce import repo_root
+
+    folder = Path(folder or repo_root() / "benchmarks" / "results")
+    path = folder / f"{name}.json"
+    save_json(path, {"machine": machine_info(), **payload})
+    with atomic_path(folder / f"{name}.md") as tmp:
+        tmp.write_text(markdown + "\n")
+    return path
+
+
+def trajectory_steps_per_s(n_traj: int, horizon: int, seconds: float) -> float:
+    """Throughput in trajectory-steps per second."""
+    return n_traj * horizon / seconds
+
+
+__all__ = [
+    "copy_bandwidth_gbs",
+    "machine_info",
+    "markdown_table",
+    "matmul_peak_gflops",
+    "roofline_fraction",
+    "time_host",
+    "time_jax",
+    "trajectory_steps_per_s",
+    "write_results",
+]

@@ -1,0 +1,97 @@
+"""Config files: typed, frozen, validated; malformed input gives one line naming the field."""
+
+import dataclasses
+
+import pytest
+
+from rmft_theory.config import apply_overrides, from_dict, load, load_file, parse_override
+from rmft_theory.envs import GaussianFOL
+from rmft_theory.train import DirectTrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    env: GaussianFOL = GaussianFOL(d=2, horizon=10)
+    train: DirectTrainConfig = DirectTrainConfig()
+    seed: int = 0
+    note: str | None = None
+
+
+def test_toml_yaml_json_give_the_same_config(tmp_path):
+    (tmp_path / "c.toml").write_text(
+        'seed = 3\n[env]\nd = 4\nhorizon = 20\n[train]\nobjective = "regret-loss"\nsteps = 400\n'
+    )
+    (tmp_path / "c.yaml").write_text(
+        "seed: 3\nenv: {d: 4, horizon: 20}\ntrain: {objective: regret-loss, steps: 400}\n"
+    )
+    (tmp_path / "c.json").write_text(
+        '{"seed": 3, "env": {"d": 4, "horizon": 20},'
+        ' "train": {"objective": "regret-loss", "steps": 400}}'
+    )
+    configs = [load(Run, tmp_path / f"c.{ext}") for ext in ("toml", "yaml", "json")]
+    assert configs[0] == configs[1] == configs[2]
+    assert configs[0].env.d == 4 and configs[0].train.steps == 400
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        configs[0].seed = 1
+
+
+def test_overrides_win_over_the_file(tmp_path):
+    (tmp_path / "c.toml").write_text("[env]\nd = 4\nhorizon = 20\n")
+    cfg = load(Run, tmp_path / "c.toml", ["env.d=6", "train.learning_rate=0.5", "note=hi"])
+    assert cfg.env.d == 6 and cfg.train.learning_rate == 0.5 and cfg.note == "hi"
+
+
+def test_yaml_is_parsed_safely(tmp_path):
+    # A YAML tag that would construct a Python object is rejected by safe_load.
+    (tmp_path / "evil.yaml").write_text("seed: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ValueError, match="not valid"):
+        load_file(tmp_path / "evil.yaml")
+
+
+MALFORMED = [
+    ({"sed": 1}, "unknown key 'sed'"),
+    ({"env": {"d": 2, "horizon": 10, "colour": 1}}, "unknown key env.'colour'"),
+    ({"env": {"d": 0, "horizon": 10}}, "env: d must be an integer >= 1"),
+    ({"env": {"d": 2, "horizon": -5}}, "env: horizon must be"),
+    ({"env": {"d": 2, "horizon": 10, "sigma": -1.0}}, "env: sigma must be"),
+    ({"env": {"d": "two", "horizon": 10}}, "env.d must be an integer"),
+    ({"train": {"objective": "mse"}}, "objective must be one of"),
+    ({"train": {"steps": 1.5}}, "train.steps must be an integer"),
+    ({"train": {"learning_rate": "fast"}}, "train.learning_rate must be a number"),
+    ({"train": {"antithetic": "yes"}}, "train.antithetic must be true or false"),
+    ({"seed": True}, "seed must be an integer"),
+    ({"env": [1, 2]}, "env must be a table"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), MALFORMED)
+def test_malformed_configs_give_one_line_naming_the_problem(data, message):
+    with pytest.raises(ValueError) as info:
+        from_dict(Run, data)
+    text = str(info.value)
+    assert message in text, text
+    assert "\n" not in text
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_file(tmp_path / "missing.toml")
+    (tmp_path / "c.ini").write_text("x=1")
+    with pytest.raises(ValueError, match="must end in"):
+        load_file(tmp_path / "c.ini")
+    (tmp_path / "bad.toml").write_text("seed = = 3")
+    with pytest.raises(ValueError, match="not valid"):
+        load_file(tmp_path / "bad.toml")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="mapping at the top level"):
+        load_file(tmp_path / "list.json")
+
+
+def test_override_syntax():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a=x y") == (["a"], "x y")
+    with pytest.raises(ValueError, match="key.path=value"):
+        parse_override("novalue")
+    with pytest.raises(ValueError, match="empty key"):
+        parse_override("a..b=1")
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}

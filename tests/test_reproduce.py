@@ -1,0 +1,132 @@
+"""The reproduction pipeline: discovery, resumable units, kill -9 and resume, plot-only."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rmft_theory.io import load_npz, save_npz
+from rmft_theory.reproduce import discover, remove_stale_temporaries, run_all, unit
+
+TOY = textwrap.dedent(
+    '''
+    """A toy experiment: five slow units, each logged when it is computed."""
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from rmft_theory.io import load_npz, save_npz
+    from rmft_theory.reproduce import unit
+
+    NAME = "fig_toy"
+
+
+    def compute(fig_dir, quick):
+        values = []
+        for i in range(5):
+            def work(i=i):
+                with open(Path(fig_dir) / "log.txt", "a") as f:
+                    f.write(f"{i}\\n")
+                time.sleep(0.4)
+                return {"value": np.array(i * i)}
+            values.append(int(unit(fig_dir, NAME, f"u{i}", work)["value"]))
+        save_npz(Path(fig_dir) / f"{NAME}.npz", values=np.array(values))
+
+
+    def plot(fig_dir):
+        values = load_npz(Path(fig_dir) / f"{NAME}.npz")["values"]
+        out = Path(fig_dir) / f"{NAME}.txt"
+        out.write_text(" ".join(map(str, values)))
+        return [out]
+    '''
+)
+
+
+@pytest.fixture
+def toy(tmp_path):
+    exp = tmp_path / "experiments"
+    exp.mkdir()
+    (exp / "fig_toy.py").write_text(TOY)
+    (exp / "helper.py").write_text("raise RuntimeError('not an experiment')\n")
+    return exp, tmp_path / "figures"
+
+
+def test_discovery_only_takes_fig_scripts(toy):
+    exp, _ = toy
+    assert list(discover(exp)) == ["fig_toy"]
+    with pytest.raises(ValueError, match="--only"):
+        run_all(["fig_nope"], True, experiments_dir=exp)
+
+
+def test_kill_9_then_resume_recomputes_nothing_finished(toy):
+    exp, figs = toy
+    cmd = [sys.executable, "-m", "rmft_theory.cli", "reproduce", "--quick",
+           "--experiments-dir", str(exp), "--figures-dir", str(figs)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    units = figs / "units" / "fig_toy"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(units.glob("u*.npz"))) < 2:
+        assert proc.poll() is None, "the reproduction exited before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.name for p in units.glob("u*.npz"))
+    assert 2 <= len(finished) < 5, finished
+    mtimes = {p.name: p.stat().st_mtime_ns for p in units.glob("u*.npz")}
+    # Every file present is complete and readable.
+    for p in units.glob("u*.npz"):
+        load_npz(p)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (figs / "log.txt").read_text().split()
+    # Each unit finished before the kill was computed exactly once; at most the one in flight
+    # at the kill ran twice.
+    counts = {i: log.count(str(i)) for i in range(5)}
+    for name in finished:
+        assert counts[int(name[1])] == 1
+        assert (units / name).stat().st_mtime_ns == mtimes[name]
+    assert sum(counts.values()) <= 6
+    assert (figs / "fig_toy.txt").read_text() == "0 1 4 9 16"
+    assert json.loads((units / "status.json").read_text())["quick"] is True
+    # A third run recomputes nothing at all and only redraws.
+    status = run_all(None, True, figs, exp)
+    assert status["fig_toy"]["state"] == "cached"
+    assert (figs / "log.txt").read_text().split() == log
+    assert not list(figs.rglob(".*.tmp*"))
+
+
+def test_plot_only_reads_saved_data(toy):
+    exp, figs = toy
+    run_all(None, True, figs, exp)
+    (figs / "fig_toy.txt").unlink()
+    status = run_all(None, True, figs, exp, plot_only=True)
+    assert status["fig_toy"]["state"] == "plotted"
+    assert (figs / "fig_toy.txt").read_text() == "0 1 4 9 16"
+
+
+def test_unit_saves_once_and_loads_after(tmp_path):
+    calls = []
+
+    def work():
+        calls.append(1)
+        return {"a": np.arange(3)}
+
+    first = unit(tmp_path, "exp", "u", work)
+    second = unit(tmp_path, "exp", "u", work)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first["a"], second["a"])
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    save_npz(tmp_path / "a.npz", x=np.ones(2))
+    (tmp_path / ".a.npz.abc.tmp.npz").write_bytes(b"partial")
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["a.npz"]
