@@ -30,8 +30,12 @@ def time_jax(fn: Callable, *args, repeats: int = 5) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(*args))
         runs.append(time.perf_counter() - t0)
-    return {"compile_s": compile_s, "median_s": statistics.median(runs), "runs_s": runs,
-            "compiled": compiled}
+    return {
+        "compile_s": compile_s,
+        "median_s": statistics.median(runs),
+        "runs_s": runs,
+        "compiled": compiled,
+    }
 
 
 def time_host(fn: Callable, *args, repeats: int = 5) -> dict:
@@ -60,8 +64,9 @@ def copy_bandwidth_gbs(n_floats: int = 64 * 2**20, repeats: int = 5) -> float:
     return 2 * 4 * n_floats / t / 1e9
 
 
-def roofline_fraction(flops: float, bytes_moved: float, seconds: float,
-                      peak_gflops: float, bandwidth_gbs: float) -> float:
+def roofline_fraction(
+    flops: float, bytes_moved: float, seconds: float, peak_gflops: float, bandwidth_gbs: float
+) -> float:
     """Achieved fraction of the roofline: ``time_floor / time``, where the floor is
     ``max(flops / peak, bytes / bandwidth)``."""
     floor = max(flops / (peak_gflops * 1e9), bytes_moved / (bandwidth_gbs * 1e9))

@@ -130,9 +130,7 @@ def from_dict(cls, data, path: str = ""):
     unknown = sorted(set(data) - set(fields))
     if unknown:
         prefix = f"{path}." if path else ""
-        raise ValueError(
-            f"unknown key {prefix}{unknown[0]!r}; allowed keys are {sorted(fields)}"
-        )
+        raise ValueError(f"unknown key {prefix}{unknown[0]!r}; allowed keys are {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
         field_path = f"{path}.{name}" if path else name

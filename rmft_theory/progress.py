@@ -37,8 +37,9 @@ def compile_timed(fn: Callable, *args) -> tuple[Callable, float]:
 class Progress:
     """A tqdm bar (ETA included) that compiled code can advance with :meth:`tick`."""
 
-    def __init__(self, total: int, desc: str, unit: str = "step", quiet: bool = False,
-                 every: int = 50):
+    def __init__(
+        self, total: int, desc: str, unit: str = "step", quiet: bool = False, every: int = 50
+    ):
         self.desc, self.quiet, self.every = desc, quiet, max(int(every), 1)
         self.total, self.unit = total, unit
         self.bar = None  # started after compilation, so that the ETA measures running only
@@ -46,8 +47,15 @@ class Progress:
     def start(self) -> None:
         """Open the bar (its clock starts now)."""
         if self.bar is None:
-            self.bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, disable=self.quiet,
-                            file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            self.bar = tqdm(
+                total=self.total,
+                desc=self.desc,
+                unit=self.unit,
+                disable=self.quiet,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                mininterval=0.5,
+            )
 
     def message(self, text: str) -> None:
         """Print a status line (e.g. 'compiling') unless quiet."""

@@ -148,9 +148,7 @@ def make_train_step(
                 g_BxTxD, rewards_BxTxD, config.radius, loo_B
             )
         else:
-            losses = jax.vmap(loss_one, in_axes=(0, 0, None))(
-                g_BxTxD, rewards_BxTxD, config.radius
-            )
+            losses = jax.vmap(loss_one, in_axes=(0, 0, None))(g_BxTxD, rewards_BxTxD, config.radius)
         return jnp.mean(losses)
 
     def step(state: TrainState):
@@ -198,8 +196,9 @@ def train_direct(
 ) -> TrainResult:
     """Train ``model`` on ``config.objective`` with fresh tasks from ``env`` every step."""
     apply_fn = lambda params, r: model.apply({"params": params}, r)  # noqa: E731
-    progress = Progress(config.steps, f"train {config.objective}", quiet=quiet,
-                        every=max(config.chunk // 10, 1))
+    progress = Progress(
+        config.steps, f"train {config.objective}", quiet=quiet, every=max(config.chunk // 10, 1)
+    )
     step = make_train_step(apply_fn, env, config, metrics_fn, progress)
 
     def advance(state):

@@ -10,13 +10,40 @@ from rmft_theory.cli import main
 
 def test_train_theory_writes_result(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train-theory", "--objective", "regret-loss", "--d", "2", "--horizon", "8",
-                 "--steps", "40", "--batch-size", "16", "--chunk", "20", "--out", str(out),
-                 "--quiet"])
+    code = main(
+        [
+            "train-theory",
+            "--objective",
+            "regret-loss",
+            "--d",
+            "2",
+            "--horizon",
+            "8",
+            "--steps",
+            "40",
+            "--batch-size",
+            "16",
+            "--chunk",
+            "20",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "result.json").read_text())
-    for key in ("W_eff", "W_star", "rel_error", "quad_rel", "drift_rel", "config", "seeds",
-                "environment", "compile_s", "run_s"):
+    for key in (
+        "W_eff",
+        "W_star",
+        "rel_error",
+        "quad_rel",
+        "drift_rel",
+        "config",
+        "seeds",
+        "environment",
+        "compile_s",
+        "run_s",
+    ):
         assert key in result
     assert np.asarray(result["W_eff"]).shape == (2, 2)
     assert result["config"]["objective"] == "regret-loss"
@@ -44,8 +71,22 @@ def test_bad_input_is_one_line_naming_the_parameter(tmp_path, capsys, flags, mes
 def test_same_command_same_seed_gives_bit_identical_arrays(tmp_path):
     from rmft_theory.io import load_npz
 
-    flags = ["train-theory", "--d", "3", "--horizon", "6", "--steps", "30", "--batch-size", "8",
-             "--chunk", "10", "--quiet", "--seed", "7"]
+    flags = [
+        "train-theory",
+        "--d",
+        "3",
+        "--horizon",
+        "6",
+        "--steps",
+        "30",
+        "--batch-size",
+        "8",
+        "--chunk",
+        "10",
+        "--quiet",
+        "--seed",
+        "7",
+    ]
     assert main([*flags, "--out", str(tmp_path / "a")]) == 0
     assert main([*flags, "--out", str(tmp_path / "b")]) == 0
     a, b = load_npz(tmp_path / "a" / "curves.npz"), load_npz(tmp_path / "b" / "curves.npz")

@@ -11,8 +11,8 @@ from rmft_theory.train import DirectTrainConfig
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    env: GaussianFOL = GaussianFOL(d=2, horizon=10)
-    train: DirectTrainConfig = DirectTrainConfig()
+    env: GaussianFOL = dataclasses.field(default_factory=lambda: GaussianFOL(d=2, horizon=10))
+    train: DirectTrainConfig = dataclasses.field(default_factory=DirectTrainConfig)
     seed: int = 0
     note: str | None = None
 
@@ -90,7 +90,7 @@ def test_file_level_errors(tmp_path):
 def test_override_syntax():
     assert parse_override("a.b=3") == (["a", "b"], 3)
     assert parse_override("a=x y") == (["a"], "x y")
-    with pytest.raises(ValueError, match="key.path=value"):
+    with pytest.raises(ValueError, match=r"key\.path=value"):
         parse_override("novalue")
     with pytest.raises(ValueError, match="empty key"):
         parse_override("a..b=1")

@@ -15,8 +15,9 @@ FULL = ((1.0, 0.6, 0.2), (0.6, 1.5, -0.4), (0.2, -0.4, 0.8))
     [
         GaussianFOL(d=3, horizon=50, sigma=2.0),
         GaussianFOL(d=3, horizon=50, cov_kind="diagonal", cov=(0.5, 1.0, 3.0)),
-        GaussianFOL(d=3, horizon=50, cov_kind="full", cov=FULL, mean_kind="fixed",
-                    mean=(1.0, -1.0, 0.5)),
+        GaussianFOL(
+            d=3, horizon=50, cov_kind="full", cov=FULL, mean_kind="fixed", mean=(1.0, -1.0, 0.5)
+        ),
     ],
     ids=["isotropic", "diagonal", "full+fixed-mean"],
 )

@@ -68,10 +68,20 @@ def test_discovery_only_takes_fig_scripts(toy):
 
 def test_kill_9_then_resume_recomputes_nothing_finished(toy):
     exp, figs = toy
-    cmd = [sys.executable, "-m", "rmft_theory.cli", "reproduce", "--quick",
-           "--experiments-dir", str(exp), "--figures-dir", str(figs)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "rmft_theory.cli",
+        "reproduce",
+        "--quick",
+        "--experiments-dir",
+        str(exp),
+        "--figures-dir",
+        str(figs),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     units = figs / "units" / "fig_toy"
     deadline = time.time() + 60
     while time.time() < deadline and len(list(units.glob("u*.npz"))) < 2:

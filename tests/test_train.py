@@ -44,9 +44,7 @@ def test_training_is_deterministic_given_seeds():
 def test_train_step_does_not_recompile():
     model = make_model("lsa", ENV.d)
     config = DirectTrainConfig("regret-loss", steps=10, batch_size=8, chunk=10)
-    step = jax.jit(
-        make_train_step(lambda p, r: model.apply({"params": p}, r), ENV, config)
-    )
+    step = jax.jit(make_train_step(lambda p, r: model.apply({"params": p}, r), ENV, config))
     state = init_state(model, ENV, config, Seeds.from_seed(0))
     state, _ = step(state)
     state, _ = step(state)

@@ -10,7 +10,9 @@ import sys
 # default takes the parsed arguments and returns an exit code.
 SUBCOMMAND_MODULES = (
     "rmft_theory.cli.train_theory",
+    "rmft_theory.cli.train_filter",
     "rmft_theory.cli.reproduce",
+    "rmft_theory.cli.evaluate",
 )
 
 

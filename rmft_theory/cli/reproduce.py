@@ -34,15 +34,19 @@ def _common(p) -> None:
 def add_parser(sub) -> None:
     """Register ``reproduce`` and ``plot``."""
     p = sub.add_parser(
-        "reproduce", help="run every experiment and write data and figures",
-        description=__doc__, epilog=REPRODUCE_EXAMPLES,
+        "reproduce",
+        help="run every experiment and write data and figures",
+        description=__doc__,
+        epilog=REPRODUCE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(p)
     p.set_defaults(func=run_reproduce)
     q = sub.add_parser(
-        "plot", help="redraw figures from saved data without recomputing",
-        description=__doc__, epilog=PLOT_EXAMPLES,
+        "plot",
+        help="redraw figures from saved data without recomputing",
+        description=__doc__,
+        epilog=PLOT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(q)

@@ -29,9 +29,16 @@ def make_model(name: str, d: int, **options) -> nn.Module:
 
 
 def _register_builtin():
+    from rmft_theory.models.equivariant import EquivariantLinearAttention, EquivariantTransformer
+    from rmft_theory.models.linear_attention import LinearAttention
     from rmft_theory.models.lsa import LinearSelfAttention
+    from rmft_theory.models.transformer import CausalTransformer
 
     register_model("lsa")(LinearSelfAttention)
+    register_model("linear-attention")(LinearAttention)
+    register_model("transformer")(CausalTransformer)
+    register_model("equivariant-transformer")(EquivariantTransformer)
+    register_model("equivariant-linear-attention")(EquivariantLinearAttention)
 
 
 _register_builtin()
