@@ -58,11 +58,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Return a copy of ``data`` with each ``key.path=value`` override set."""
+def apply_overrides(data: dict, overrides: list[str], defaults: dict | None = None) -> dict:
+    """Return a copy of ``data`` with each ``key.path=value`` override set.
+
+    When an override reaches into a top-level section that ``data`` lacks, the section starts
+    from ``defaults`` (so ``env.options.d=3`` changes only d of the default options).
+    """
     data = json.loads(json.dumps(data))
     for text in overrides:
         path, value = parse_override(text)
+        if len(path) > 1 and path[0] not in data and defaults and path[0] in defaults:
+            if isinstance(defaults[path[0]], dict):
+                data[path[0]] = json.loads(json.dumps(defaults[path[0]]))
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -145,5 +152,11 @@ def from_dict(cls, data, path: str = ""):
 
 def load(cls, path: str | Path | None = None, overrides: list[str] = ()):
     """Load ``cls`` from an optional file and ``key=value`` overrides."""
+    from rmft_theory.io import to_jsonable
+
     data = load_file(path) if path is not None else {}
-    return from_dict(cls, apply_overrides(data, list(overrides)))
+    try:
+        defaults = to_jsonable(cls())
+    except (TypeError, ValueError):  # no usable defaults
+        defaults = None
+    return from_dict(cls, apply_overrides(data, list(overrides), defaults))

@@ -108,12 +108,12 @@ def make_policy(name: str, env, **options) -> tuple[Policy, dict]:
         path = name[len(MODEL_PREFIX) :]
         if not path:
             raise ValueError("policy model:PATH needs a checkpoint path after 'model:'")
-        if not _MODEL_LOADER:
-            raise ValueError(
-                f"policy {name!r}: no model loader is registered "
-                "(rmft_theory.evaluate.set_model_loader)"
-            )
-        policy = _MODEL_LOADER[0](path, env, **options)
+        if _MODEL_LOADER:
+            policy = _MODEL_LOADER[0](path, env, **options)
+        else:  # the built-in loader: run directories written by ``rmft train``
+            from rmft_theory.runs import load_model_policy
+
+            policy = load_model_policy(path, env, **options)
         if isinstance(policy, FullInfoPolicy) and env.feedback != "full":
             raise ValueError(f"policy {name!r} is full-information; env is a bandit")
         return policy, {"path": path, **options}

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rmft_theory.envs.gaussian import GaussianFOL, sample_rewards, sample_task
+from rmft_theory.envs import registry as env_registry
+from rmft_theory.envs.gaussian import GaussianFOL
 from rmft_theory.keys import Seeds
 from rmft_theory.objectives import OBJECTIVES, objective_fn
 from rmft_theory.progress import Progress, Timings, run_chunks
@@ -98,24 +99,41 @@ class TrainState(NamedTuple):
 
 
 def sample_batch(
-    key_tasks, key_rewards, env: GaussianFOL, batch_size: int, antithetic: bool = False
+    key_tasks, key_rewards, env, batch_size: int, antithetic: bool = False
 ) -> jax.Array:
     """A fresh batch of ``batch_size`` tasks with one reward sequence each, (B, T, d).
 
-    With ``antithetic``, the second half of the batch mirrors the first, ``R' = 2μ − R``.
+    ``env`` is a :class:`GaussianFOL` or any registered full-information environment. With
+    ``antithetic`` (Gaussian environments only: the mirror has the same law only for symmetric
+    noise), the second half of the batch mirrors the first around the task means,
+    ``R' = 2μ − R``.
     """
-    if antithetic:
-        half = sample_batch(key_tasks, key_rewards, env, batch_size // 2)
-        means = jax.vmap(sample_task, in_axes=(0, None))(
-            jax.random.split(key_tasks, batch_size // 2), env
+    check_full_information(env, antithetic)
+    n = batch_size // 2 if antithetic else batch_size
+    tasks = jax.vmap(env_registry.sample_task, in_axes=(0, None))(
+        jax.random.split(key_tasks, n), env
+    )
+    rewards_BxTxD = jax.vmap(env_registry.sample_rewards, in_axes=(0, None, 0))(
+        jax.random.split(key_rewards, n), env, tasks
+    )
+    if not antithetic:
+        return rewards_BxTxD
+    means_BxTxD = jax.vmap(env_registry.mean_rewards, in_axes=(0, None))(tasks, env)
+    return jnp.concatenate([rewards_BxTxD, 2 * means_BxTxD - rewards_BxTxD], axis=0)
+
+
+def check_full_information(env, antithetic: bool = False) -> None:
+    """Direct training needs full-information rewards; antithetic pairs need Gaussian ones."""
+    feedback = getattr(env_registry.as_environment(env), "feedback", "full")
+    if feedback != "full":
+        raise ValueError(
+            f"env must give full-information feedback for direct training, got {feedback!r}"
         )
-        return jnp.concatenate([half, 2 * means[:, None, :] - half], axis=0)
-    means_BxD = jax.vmap(sample_task, in_axes=(0, None))(
-        jax.random.split(key_tasks, batch_size), env
-    )
-    return jax.vmap(sample_rewards, in_axes=(0, None, 0))(
-        jax.random.split(key_rewards, batch_size), env, means_BxD
-    )
+    if antithetic and not isinstance(env, GaussianFOL):
+        raise ValueError(
+            f"antithetic must be false for the non-Gaussian env {type(env).__name__} "
+            "(the mirror 2μ − R has the same law only for symmetric noise)"
+        )
 
 
 def make_train_step(

@@ -1,0 +1,225 @@
+"""Training runs from one config: any registered model on any registered environment.
+
+A :class:`TrainRunConfig` names the model and environment by registry name, the method
+(``"direct"``: an objective of THEORY §3; ``"filter"``: the regret filter of §4) and both
+methods' settings. :func:`run_training` writes a self-describing run directory:
+
+* ``config.json`` (the resolved config), ``result.json`` (metrics, timings, seeds, versions);
+* ``curves.npz`` (per-step or per-iteration metrics);
+* ``model/`` the trained parameters as a pickle-free checkpoint, which
+  ``rmft evaluate --policy model:DIR`` and :func:`load_model_policy` read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rmft_theory.checkpoint import load_checkpoint, save_checkpoint
+from rmft_theory.envs.gaussian import GaussianFOL
+from rmft_theory.envs.registry import ENVS, as_environment, make_env
+from rmft_theory.io import environment_info, load_json, save_json, save_npz, to_jsonable
+from rmft_theory.keys import Seeds
+from rmft_theory.models.heads import policy_head
+from rmft_theory.models.registry import MODELS, make_model
+from rmft_theory.rmft import FilterConfig, lsa_weight_metrics, run_filter
+from rmft_theory.theory import ftrl_weights
+from rmft_theory.train import DirectTrainConfig, check_full_information, train_direct
+from rmft_theory.validation import check_choice
+
+METHODS = ("direct", "filter")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered model and its constructor options."""
+
+    name: str = "lsa"
+    options: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        check_choice("model.name", self.name, sorted(MODELS))
+
+    def build(self, d: int):
+        """The flax module for reward dimension ``d``."""
+        try:
+            return make_model(self.name, d, **self.options)
+        except TypeError as err:
+            raise ValueError(f"model.options do not fit model {self.name!r}: {err}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """A registered environment and its options (validated by building it)."""
+
+    name: str = "gaussian-fol"
+    options: dict = dataclasses.field(default_factory=lambda: {"d": 5, "horizon": 50})
+
+    def __post_init__(self):
+        check_choice("env.name", self.name, sorted(ENVS))
+        self.build()
+
+    def build(self):
+        """The environment config."""
+        try:
+            return make_env(self.name, **self.options)
+        except ValueError as err:
+            raise ValueError(f"env.options: {err}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRunConfig:
+    """One training run: model, environment, method and the method's settings."""
+
+    method: str = "direct"
+    seed: int = 0
+    model: ModelSpec = dataclasses.field(default_factory=ModelSpec)
+    env: EnvSpec = dataclasses.field(default_factory=EnvSpec)
+    direct: DirectTrainConfig = dataclasses.field(default_factory=DirectTrainConfig)
+    filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
+
+    def __post_init__(self):
+        check_choice("method", self.method, METHODS)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.method == "direct":
+            env = self.env.build()
+            if env.feedback != "full":
+                raise ValueError(
+                    f"method 'direct' needs a full-information env, got {self.env.name!r}; "
+                    "use method = 'filter'"
+                )
+            check_full_information(_plain(env), self.direct.antithetic)
+
+    @property
+    def space(self) -> tuple[str, float, float]:
+        """(space, radius, temperature) of the trained policy."""
+        if self.method == "direct":
+            return "ball", self.direct.radius, 1.0
+        f = self.filter
+        return f.space, f.radius, f.temperature
+
+
+def _plain(env):
+    """The Gaussian registry environment as the plain :class:`GaussianFOL` the trainers take."""
+    if isinstance(env, GaussianFOL) and type(env) is not GaussianFOL:
+        return GaussianFOL(
+            **{f.name: getattr(env, f.name) for f in dataclasses.fields(GaussianFOL)}
+        )
+    return env
+
+
+def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict:
+    """Train as ``config`` says and write the run directory ``out``; return the summary."""
+    out = Path(out)
+    env = _plain(config.env.build())
+    model = config.model.build(env.d)
+    seeds = Seeds.from_seed(config.seed)
+    save_json(out / "config.json", config)
+    lsa_gaussian = config.model.name == "lsa" and isinstance(env, GaussianFOL)
+    W_star = None
+    if lsa_gaussian and env.mean_kind == "zero":
+        W_star = ftrl_weights(env.cov_matrix, env.horizon, config.space[1])
+    if config.method == "direct":
+        metrics_fn = None
+        if W_star is not None:
+            metrics_fn = lsa_weight_metrics(W_star, env.reward_scale)
+        result = train_direct(model, env, config.direct, seeds, metrics_fn=metrics_fn, quiet=quiet)
+        params, curves = result.params, result.metrics
+        summary = {"final": {k: v[-1] for k, v in curves.items() if np.ndim(v[-1]) == 0}}
+        timings = result.timings
+    else:
+        metrics_fn = lsa_weight_metrics(W_star, env.reward_scale) if W_star is not None else None
+        result = run_filter(
+            model,
+            env,
+            config.filter,
+            seeds,
+            metrics_fn=metrics_fn,
+            checkpoint_dir=out / "checkpoint",
+            quiet=quiet,
+        )
+        params, curves = result.params, result.history
+        summary = {
+            "final": {
+                k: np.asarray(v)[-1] for k, v in curves.items() if np.ndim(np.asarray(v)[-1]) == 0
+            },
+            "base": result.base,
+            "reference": {k: v for k, v in result.reference.items() if np.ndim(v) == 0},
+        }
+        timings = result.timings
+    save_npz(out / "curves.npz", **{k: np.asarray(v) for k, v in curves.items()})
+    space, radius, temperature = config.space
+    save_checkpoint(
+        out / "model",
+        params,
+        0,
+        {
+            "model": config.model,
+            "env": config.env,
+            "d": env.d,
+            "horizon": env.horizon,
+            "space": space,
+            "radius": radius,
+            "temperature": temperature,
+        },
+    )
+    summary = {
+        **summary,
+        "W_star": W_star,
+        "compile_s": timings.compile_s,
+        "run_s": timings.run_s,
+        "config": config,
+        "seeds": seeds,
+        "environment": environment_info(),
+    }
+    save_json(out / "result.json", summary)
+    return to_jsonable(summary)
+
+
+def load_model(path: Path, d: int | None = None):
+    """Rebuild a saved model: returns ``(module, params, meta)``; ``d`` defaults to the saved one.
+
+    Models whose parameters depend on d (all but the arm-equivariant ones) must keep it.
+    """
+    model_dir = Path(path) / "model"
+    if not (model_dir / "checkpoint.json").exists():
+        raise ValueError(
+            f"model path {str(path)!r} holds no saved model (no model/checkpoint.json)"
+        )
+    meta = load_json(model_dir / "checkpoint.json")
+    spec = ModelSpec(**meta["model"])
+    d = meta["d"] if d is None else d
+    module = spec.build(d)
+    template = module.init(jax.random.key(0), jnp.zeros((meta["horizon"], d)))["params"]
+    try:
+        params, _ = load_checkpoint(model_dir, template)
+    except ValueError as err:
+        raise ValueError(
+            f"model {spec.name!r} saved for d={meta['d']} cannot run with d={d}: {err}"
+        ) from None
+    return module, params, meta
+
+
+def load_model_policy(path, env, space: str | None = None):
+    """A saved model as a full-information policy for ``env`` (the ``model:PATH`` policy)."""
+    from rmft_theory.evaluate import FullInfoPolicy
+
+    env = as_environment(env)
+    if env.feedback != "full":
+        raise ValueError(
+            f"model:{path} runs on full-information envs; env has {env.feedback!r} feedback"
+        )
+    module, params, meta = load_model(path, env.d)
+    space = space or meta["space"]
+    radius, temperature = float(meta["radius"]), float(meta["temperature"])
+
+    def policies(rewards_TxD):
+        g_TxD = module.apply({"params": params}, rewards_TxD)
+        return policy_head(g_TxD, space, radius, temperature)
+
+    return FullInfoPolicy(policies, space, radius)

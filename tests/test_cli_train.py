@@ -1,0 +1,122 @@
+"""``rmft train``: config files, overrides, one-line errors, saved models that evaluate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rmft_theory.cli import main
+from rmft_theory.models import invariants
+from rmft_theory.runs import TrainRunConfig, load_model
+
+TINY_DIRECT = [
+    "--set",
+    'env.options={"d": 2, "horizon": 6}',
+    "--set",
+    "direct.steps=20",
+    "--set",
+    "direct.batch_size=8",
+    "--set",
+    "direct.chunk=10",
+    "--quiet",
+]
+
+
+def test_direct_run_writes_a_model_that_evaluates(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DIRECT, "--out", str(out)]) == 0
+    for name in ("config.json", "result.json", "curves.npz", "model/checkpoint.json"):
+        assert (out / name).exists(), name
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["method"] == "direct" and cfg["env"]["options"] == {"d": 2, "horizon": 6}
+    module, params, meta = load_model(out)
+    assert meta["space"] == "ball" and meta["d"] == 2
+    # The saved parameters are the trained ones: their W_eff is the last one recorded.
+    w_last = np.load(out / "curves.npz")["w_eff"][-1]
+    np.testing.assert_array_equal(np.asarray(invariants(params).W_eff), w_last)
+    assert module.apply({"params": params}, np.ones((6, 2), np.float32)).shape == (6, 2)
+    ev = tmp_path / "ev"
+    code = main(
+        [
+            "evaluate",
+            "--policy",
+            f"model:{out}",
+            "--env",
+            "gaussian-fol",
+            "--d",
+            "2",
+            "--horizon",
+            "6",
+            "--runs",
+            "8",
+            "--out",
+            str(ev),
+        ]
+    )
+    assert code == 0
+    result = json.loads((ev / "result.json").read_text())
+    assert np.isfinite(result["mean_regret"]) and len(result["regret_curve"]) == 6
+
+
+def test_filter_run_from_a_toml_file(tmp_path):
+    cfg = tmp_path / "f.toml"
+    cfg.write_text(
+        'method = "filter"\n[env]\nname = "gaussian-fol"\noptions = { d = 2, horizon = 5 }\n'
+        "[filter]\ntasks = 4\nrollouts = 4\nkeep = 1\niterations = 2\nfinetune_steps = 3\n"
+        "heldout_tasks = 8\ntask_chunk = 4\n"
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    curves = np.load(out / "curves.npz")
+    assert curves["w_eff_rel_error"].shape == (2,)
+    assert (out / "checkpoint" / "checkpoint.json").exists()
+
+
+MALFORMED = [
+    (["--set", "methd=direct"], "unknown key 'methd'"),
+    (["--set", "method=sgd"], "method must be one of"),
+    (["--set", "filter.keep=10", "--set", "filter.rollouts=4"], "keep must be <= rollouts"),
+    (["--set", "filter.keep=0"], "keep must be an integer >= 1"),
+    (["--set", "env.options.d=0"], "d must be an integer >= 1"),
+    (["--set", "env.options.sigma=-1"], "sigma must be"),
+    (["--set", "env.name=atari"], "env.name must be one of"),
+    (["--set", "model.name=rnn"], "model.name must be one of"),
+    (["--set", "direct.learning_rate=-0.1"], "learning_rate must be"),
+    (["--set", "filter.noise_scale=-2"], "noise_scale must be"),
+    (["--set", "direct.steps=ten"], "direct.steps must be an integer"),
+    (["--set", 'model.options={"depth": 2}'], "model.options do not fit model 'lsa'"),
+    (
+        [
+            "--set",
+            "method=direct",
+            "--set",
+            "env.name=bernoulli-bandit",
+            "--set",
+            'env.options={"means": [0.2, 0.5], "horizon": 10}',
+        ],
+        "full-information",
+    ),
+]
+
+
+@pytest.mark.parametrize(("flags", "message"), MALFORMED)
+def test_malformed_configs_fail_with_one_line(tmp_path, capsys, flags, message):
+    code = main(["train", *flags, "--out", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert message in err, err
+    assert len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_config_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: [unclosed\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not valid" in err and len(err.splitlines()) == 1
+
+
+def test_defaults_are_valid():
+    cfg = TrainRunConfig()
+    assert cfg.method == "direct" and cfg.env.build().d == 5
