@@ -1,0 +1,708 @@
+"""The regret filter (Iterative RMFT, THEORY §4) as one jitted, checkpointed iteration.
+
+Each iteration, for M fresh tasks:
+
+1. roll out L exploring trajectories per task from the current model (:mod:`rmft_theory.rollout`;
+   the model runs once per task, only the exploration differs across its L trajectories);
+2. score each trajectory by its static regret (or, as an ablation, by its total reward);
+3. keep the k lowest-regret trajectories per task (or the ``M·k`` best over all tasks);
+4. fine-tune on the kept trajectories with ``finetune_steps`` optimiser steps (one ``lax.scan``):
+   MSE of the raw outputs ``g_θ,t`` onto the kept policies (THEORY §3 objective (1)), or
+   cross-entropy of ``softmax(g_θ,t/τ)`` on the kept actions;
+5. repeat from the fine-tuned model (or fine-tune from the base model each time).
+
+Because the kept trajectories of a task share its reward history, they share the model's
+input; the loss over them equals, up to a constant, the loss on their **mean** policy (for MSE,
+``Σ_j ‖g − π_j‖² = k‖g − π̄‖² + const``; for cross-entropy it is linear in the target). The kept
+set is therefore stored per task as (rewards, mean kept policy, weight), which makes the
+fine-tuning cost independent of k and L.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from rmft_theory.analysis import invariant_report
+from rmft_theory.baselines import ftl_policies, ftrl_policies, hedge_policies
+from rmft_theory.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from rmft_theory.envs.gaussian import GaussianFOL
+from rmft_theory.io import to_jsonable
+from rmft_theory.keys import Seeds
+from rmft_theory.models import make_model
+from rmft_theory.models.lsa import invariants
+from rmft_theory.progress import Timings, compile_timed
+from rmft_theory.regret import best_fixed_value, cumulative_regret
+from rmft_theory.rollout import Exploration, explore, model_outputs, noise_free_policies
+from rmft_theory.theory import ftrl_weights
+from rmft_theory.train import sample_batch
+from rmft_theory.validation import check_choice, check_positive, check_positive_int
+
+LOSSES = ("mse", "cross-entropy")
+SELECTIONS = ("regret", "reward", "pseudo-regret")  # "pseudo-regret": bandits only
+SCOPES = ("task", "pooled")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterConfig:
+    """Settings of the regret filter (THEORY §4).
+
+    Attributes:
+      tasks: fresh tasks M per iteration.
+      rollouts: trajectories L per task.
+      keep: trajectories k kept per task (``scope="task"``), or ``M·k`` in all (``"pooled"``).
+      iterations: filter iterations N.
+      noise: exploration, ``"per-step"``, ``"per-trajectory"``, ``"actions"`` or ``"none"``.
+      noise_scale: Gaussian exploration scale s.
+      temperature: softmax temperature τ of ``noise="actions"`` and of the cross-entropy loss.
+      space: policy space, ``"ball"`` or ``"simplex"``.
+      radius: ball radius ρ.
+      loss: ``"mse"`` (raw outputs onto kept policies) or ``"cross-entropy"`` (simplex only).
+      finetune_steps: optimiser steps per iteration (full batch over the kept set).
+      optimizer: ``"adam"`` or ``"sgd"``; re-initialised at the start of every iteration.
+      learning_rate: peak learning rate.
+      schedule: ``"cosine"`` (decay to 0 within each iteration) or ``"constant"``.
+      accumulate: fine-tune on the kept sets of all iterations so far, not only the last one.
+      from_base: every iteration fine-tunes the base model (rollouts still use the current one).
+      selection: ``"regret"`` (lowest regret) or ``"reward"`` (highest total reward); on bandit
+        environments also ``"pseudo-regret"`` (:mod:`rmft_theory.bandit_filter`).
+      scope: ``"task"`` (k per task) or ``"pooled"`` (the ``M·k`` best over all tasks).
+        Within one task the L trajectories share the reward sequence, so the comparator is
+        common and regret and reward selection coincide; they differ only when pooled.
+      heldout_tasks: fixed held-out tasks for the per-iteration evaluation.
+      task_chunk: tasks rolled out together (bounds memory at ``task_chunk·L·T·d``).
+      uniform_mix: bandit environments only: uniform exploration γ ∈ [0, 1] of the sampling
+        policy ``(1 − γ) softmax(g/τ) + γ/d`` (:mod:`rmft_theory.bandit_rollout`).
+    """
+
+    tasks: int = 256
+    rollouts: int = 256
+    keep: int = 1
+    iterations: int = 8
+    noise: str = "per-trajectory"
+    noise_scale: float = 1.0
+    temperature: float = 1.0
+    space: str = "ball"
+    radius: float = 1.0
+    loss: str = "mse"
+    finetune_steps: int = 200
+    optimizer: str = "adam"
+    learning_rate: float = 1e-2
+    schedule: str = "cosine"
+    accumulate: bool = False
+    from_base: bool = False
+    selection: str = "regret"
+    scope: str = "task"
+    heldout_tasks: int = 512
+    task_chunk: int = 64
+    uniform_mix: float = 0.0
+
+    def __post_init__(self):
+        check_positive_int("tasks", self.tasks)
+        check_positive_int("rollouts", self.rollouts)
+        check_positive_int("keep", self.keep)
+        if self.keep > self.rollouts:
+            raise ValueError(f"keep must be <= rollouts ({self.rollouts}), got {self.keep}")
+        check_positive_int("iterations", self.iterations)
+        check_choice("loss", self.loss, LOSSES)
+        check_positive_int("finetune_steps", self.finetune_steps)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_positive("learning_rate", self.learning_rate)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("selection", self.selection, SELECTIONS)
+        check_choice("scope", self.scope, SCOPES)
+        check_positive_int("heldout_tasks", self.heldout_tasks)
+        check_positive_int("task_chunk", self.task_chunk)
+        if not 0 <= self.uniform_mix <= 1:
+            raise ValueError(f"uniform_mix must lie in [0, 1], got {self.uniform_mix!r}")
+        for name in ("accumulate", "from_base"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        self.exploration  # noqa: B018  (validates noise, noise_scale, temperature, space, radius)
+        if self.loss == "cross-entropy" and self.space != "simplex":
+            raise ValueError(
+                f"loss must be 'mse' on space {self.space!r} (cross-entropy needs the simplex)"
+            )
+
+    @property
+    def exploration(self) -> Exploration:
+        """The rollout's exploration settings."""
+        return Exploration(self.noise, self.noise_scale, self.temperature, self.space, self.radius)
+
+    @property
+    def buffer_size(self) -> int:
+        """Per-task entries in the kept-set buffer: ``iterations·M`` if accumulating, else M."""
+        return self.tasks * (self.iterations if self.accumulate else 1)
+
+    def make_optimizer(self) -> optax.GradientTransformation:
+        """The per-iteration optax optimiser and its learning-rate schedule."""
+        lr = (
+            optax.cosine_decay_schedule(self.learning_rate, self.finetune_steps)
+            if self.schedule == "cosine"
+            else self.learning_rate
+        )
+        return optax.adam(lr) if self.optimizer == "adam" else optax.sgd(lr)
+
+
+def select_lowest(score_L: jax.Array, k: int) -> jax.Array:
+    """Indices of the k lowest scores of one task, lowest first; ties go to the lower index."""
+    _, idx_k = jax.lax.top_k(-score_L, k)  # top_k is stable: equal values keep index order
+    return idx_k
+
+
+def pooled_mask(score_MxL: jax.Array, n_keep: int) -> jax.Array:
+    """(M, L) 0/1 mask of the ``n_keep`` lowest scores over all tasks (ties: lower flat index)."""
+    _, idx = jax.lax.top_k(-score_MxL.reshape(-1), n_keep)
+    mask = jnp.zeros(score_MxL.size, score_MxL.dtype).at[idx].set(1.0)
+    return mask.reshape(score_MxL.shape)
+
+
+class KeptSet(NamedTuple):
+    """Kept trajectories in per-task form: the task's rewards, mean kept policy, and weight."""
+
+    rewards: jax.Array  # (C, T, d)
+    targets: jax.Array  # (C, T, d): mean of the kept policies (or one-hot actions) of the task
+    weights: jax.Array  # (C,): share of the kept trajectories; 0 for empty buffer slots
+
+
+class FilterState(NamedTuple):
+    """Everything an iteration changes, plus the base model and the streams' root keys.
+
+    ``iteration`` counts finished iterations; iteration i draws its keys as
+    ``fold_in(key_<stream>, i)``, so a resumed run sees exactly the same randomness.
+    """
+
+    params: Any
+    opt_state: Any
+    base_params: Any
+    buffer: KeptSet
+    iteration: jax.Array  # int32 scalar
+    key_tasks: jax.Array
+    key_rewards: jax.Array
+    key_noise: jax.Array
+
+
+def mse_loss(g_TxD: jax.Array, target_TxD: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """``(1/T) Σ_t ‖g_t − π̄_t‖²`` on the raw outputs (THEORY §3 objective (1), §4 step 4)."""
+    del temperature
+    return jnp.mean(jnp.sum((g_TxD - target_TxD) ** 2, axis=-1))
+
+
+def cross_entropy_loss(g_TxD: jax.Array, target_TxD: jax.Array, temperature: float) -> jax.Array:
+    """``−(1/T) Σ_t <p̄_t, log softmax(g_t/τ)>``, ``p̄_t`` the kept actions' frequencies."""
+    logp_TxD = jax.nn.log_softmax(g_TxD / temperature, axis=-1)
+    return -jnp.mean(jnp.sum(target_TxD * logp_TxD, axis=-1))
+
+
+def _loss_fn(name: str):
+    return mse_loss if name == "mse" else cross_entropy_loss
+
+
+def apply_function(model) -> Callable:
+    """``apply_fn(params, rewards_TxD)`` for a flax Module, or ``model`` itself if callable."""
+    if isinstance(model, nn.Module):
+        return lambda params, rewards_TxD: model.apply({"params": params}, rewards_TxD)
+    if callable(model):
+        return model
+    raise ValueError(f"model must be a flax Module or an apply function, got {type(model)}")
+
+
+def init_state(params, env: GaussianFOL, config: FilterConfig, seeds: Seeds) -> FilterState:
+    """The state before the first iteration, starting from (base) ``params``."""
+    params = jax.tree.map(jnp.asarray, params)
+    C, T, d = config.buffer_size, env.horizon, env.d
+    if getattr(env, "feedback", "full") == "bandit":
+        C *= config.keep  # one entry per kept trajectory: bandit inputs differ across them
+    dtype = jnp.result_type(float)  # the rewards' dtype (float64 under JAX_ENABLE_X64)
+    buffer = KeptSet(
+        jnp.zeros((C, T, d), dtype), jnp.zeros((C, T, d), dtype), jnp.zeros((C,), dtype)
+    )
+    return FilterState(
+        params=params,
+        opt_state=config.make_optimizer().init(params),
+        base_params=params,
+        buffer=buffer,
+        iteration=jnp.zeros((), jnp.int32),
+        key_tasks=seeds.key("tasks"),
+        key_rewards=seeds.key("rewards"),
+        key_noise=seeds.key("noise"),
+    )
+
+
+def finetune(apply_fn: Callable, params, kept: KeptSet, config: FilterConfig):
+    """``finetune_steps`` full-batch optimiser steps on the kept set, as one ``lax.scan``.
+
+    Minimises ``Σ_c w_c ℓ(g_θ(R_c), π̄_c) / Σ_c w_c`` with ℓ the MSE or cross-entropy loss.
+    Returns the parameters, the optimiser state and the (steps,) losses before each step.
+    """
+    optimizer = config.make_optimizer()
+    loss_one = _loss_fn(config.loss)
+    total = jnp.maximum(jnp.sum(kept.weights), jnp.finfo(kept.weights.dtype).tiny)
+
+    def loss(p):
+        g_CxTxD = jax.vmap(apply_fn, in_axes=(None, 0))(p, kept.rewards)
+        per_C = jax.vmap(loss_one, in_axes=(0, 0, None))(g_CxTxD, kept.targets, config.temperature)
+        return jnp.sum(kept.weights * per_C) / total
+
+    def step(carry, _):
+        p, opt_state = carry
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, opt_state = optimizer.update(grads, opt_state, p)
+        return (optax.apply_updates(p, updates), opt_state), value
+
+    (params, opt_state), losses = jax.lax.scan(
+        step, (params, optimizer.init(params)), None, length=config.finetune_steps
+    )
+    return params, opt_state, losses
+
+
+_sample_batch_jit = jax.jit(sample_batch, static_argnums=(2, 3))
+
+
+def heldout_rewards(env: GaussianFOL, n: int, key: jax.Array) -> jax.Array:
+    """``n`` held-out tasks with one reward sequence each, (n, T, d)."""
+    key_tasks, key_rewards = jax.random.split(key)
+    return _sample_batch_jit(key_tasks, key_rewards, env, n)
+
+
+def heldout_curves(
+    apply_fn: Callable, params, rewards_NxTxD: jax.Array, exploration: Exploration
+) -> jax.Array:
+    """Cumulative regret curves (N, T) of the noise-free model on held-out tasks."""
+
+    def one(rewards_TxD):
+        g_TxD = model_outputs(apply_fn, params, rewards_TxD)
+        pi_TxD = noise_free_policies(g_TxD, exploration)
+        return cumulative_regret(rewards_TxD, pi_TxD, exploration.space, exploration.radius)
+
+    return jax.vmap(one)(rewards_NxTxD)
+
+
+def make_evaluate(apply_fn: Callable, config: FilterConfig, metrics_fn: Callable | None = None):
+    """A pure ``evaluate(params, heldout) -> metrics``: held-out regret and ``metrics_fn``."""
+    exploration = config.exploration
+
+    def evaluate(params, heldout_NxTxD):
+        curves_NxT = heldout_curves(apply_fn, params, heldout_NxTxD, exploration)
+        final_N = curves_NxT[:, -1]
+        out = {
+            "heldout_regret": jnp.mean(final_N),
+            "heldout_regret_se": jnp.std(final_N) / np.sqrt(final_N.shape[0]),
+            "heldout_curve": jnp.mean(curves_NxT, axis=0),
+        }
+        if metrics_fn is not None:
+            out.update(metrics_fn(params))
+        return out
+
+    return evaluate
+
+
+def make_iteration(
+    apply_fn: Callable,
+    env: GaussianFOL,
+    config: FilterConfig,
+    metrics_fn: Callable | None = None,
+):
+    """A pure ``iteration(state, heldout) -> (state, metrics)``: one filter iteration (THEORY §4).
+
+    Rollout, selection, buffer update, fine-tuning and the held-out evaluation all run inside;
+    wrap it in one ``jax.jit``. Metrics: the rollouts' regret mean and quantiles
+    (:data:`QUANTILES`), the kept-set threshold (mean over tasks of the k-th lowest score in
+    regret units, or the pooled threshold), the kept trajectories' mean regret, the fine-tuning
+    loss before and after, and :func:`make_evaluate`'s held-out metrics after fine-tuning.
+    """
+    if getattr(env, "feedback", "full") == "bandit":
+        from rmft_theory import bandit_filter  # deferred: bandit_filter imports this module
+
+        return bandit_filter.make_iteration(apply_fn, env, config, metrics_fn)
+    if config.selection == "pseudo-regret" or config.uniform_mix:
+        raise ValueError(
+            "selection 'pseudo-regret' and uniform_mix > 0 need a bandit environment, "
+            f"got selection={config.selection!r}, uniform_mix={config.uniform_mix}"
+        )
+    exploration = config.exploration
+    M, L, k = config.tasks, config.rollouts, config.keep
+    evaluate = make_evaluate(apply_fn, config, metrics_fn)
+
+    def task_policies(key, g_TxD):
+        return jax.vmap(explore, in_axes=(0, None, None))(
+            jax.random.split(key, L), g_TxD, exploration
+        )
+
+    def task_select(xs):
+        key, g_TxD, rewards_TxD = xs
+        pi_LxTxD = task_policies(key, g_TxD)
+        earned_L = jnp.einsum("ltd,td->l", pi_LxTxD, rewards_TxD)
+        best = best_fixed_value(jnp.sum(rewards_TxD, axis=0), exploration.space, exploration.radius)
+        regret_L = best - earned_L
+        score_L = regret_L if config.selection == "regret" else -earned_L
+        idx_k = select_lowest(score_L, k)
+        target_TxD = jnp.mean(pi_LxTxD[idx_k], axis=0)
+        return regret_L, score_L, target_TxD, jnp.mean(regret_L[idx_k]), regret_L[idx_k[-1]]
+
+    def task_masked_target(xs):
+        key, g_TxD, mask_L = xs
+        pi_LxTxD = task_policies(key, g_TxD)
+        count = jnp.sum(mask_L)
+        return jnp.einsum("l,ltd->td", mask_L, pi_LxTxD) / jnp.maximum(count, 1.0), count
+
+    def iteration(state: FilterState, heldout_NxTxD):
+        i = state.iteration
+        key_tasks = jax.random.fold_in(state.key_tasks, i)
+        key_rewards = jax.random.fold_in(state.key_rewards, i)
+        keys_M = jax.random.split(jax.random.fold_in(state.key_noise, i), M)
+        rewards_MxTxD = sample_batch(key_tasks, key_rewards, env, M)
+        g_MxTxD = jax.vmap(lambda r: model_outputs(apply_fn, state.params, r))(rewards_MxTxD)
+
+        regret_MxL, score_MxL, target_MxTxD, kept_regret_M, threshold_M = jax.lax.map(
+            task_select, (keys_M, g_MxTxD, rewards_MxTxD), batch_size=config.task_chunk
+        )
+        if config.scope == "task":
+            weights_M = jnp.full((M,), 1.0 / M, g_MxTxD.dtype)
+            threshold = jnp.mean(threshold_M)
+            kept_regret = jnp.mean(kept_regret_M)
+        else:
+            mask_MxL = pooled_mask(score_MxL, M * k)
+            target_MxTxD, count_M = jax.lax.map(
+                task_masked_target, (keys_M, g_MxTxD, mask_MxL), batch_size=config.task_chunk
+            )
+            weights_M = count_M / (M * k)
+            kept_regret = jnp.sum(mask_MxL * regret_MxL) / (M * k)
+            threshold = jnp.max(jnp.where(mask_MxL > 0, regret_MxL, -jnp.inf))
+
+        slot = (i % (config.iterations if config.accumulate else 1)) * M
+        buffer = KeptSet(
+            *(
+                jax.lax.dynamic_update_slice_in_dim(b, new.astype(b.dtype), slot, axis=0)
+                for b, new in zip(state.buffer, (rewards_MxTxD, target_MxTxD, weights_M))
+            )
+        )
+        start = state.base_params if config.from_base else state.params
+        params, opt_state, losses = finetune(apply_fn, start, buffer, config)
+        flat = regret_MxL.reshape(-1)
+        metrics = {
+            "regret_mean": jnp.mean(flat),
+            "regret_std": jnp.std(flat),
+            "regret_quantiles": jnp.quantile(flat, jnp.asarray(QUANTILES, flat.dtype)),
+            "threshold": threshold,
+            "kept_regret_mean": kept_regret,
+            "finetune_loss_start": losses[0],
+            "finetune_loss_end": losses[-1],
+            **evaluate(params, heldout_NxTxD),
+        }
+        new_state = state._replace(
+            params=params, opt_state=opt_state, buffer=buffer, iteration=i + 1
+        )
+        return new_state, metrics
+
+    return iteration
+
+
+def lsa_weight_metrics(W_star, reward_scale: float = 1.0) -> Callable:
+    """A ``metrics_fn`` for the single-layer LSA: its invariants against the closed form ``W*``.
+
+    Returns, for parameters θ (THEORY §2–3):
+      ``w_eff_rel_error`` ``‖W_eff − W*‖_F/‖W*‖_F``; ``quad_rel`` and ``drift_rel`` (the even
+      terms, see :func:`rmft_theory.analysis.invariant_report`); ``w_eff_norm_ratio``
+      ``‖W_eff‖_F/‖W*‖_F``; ``w_eff_projection`` ``<W_eff, W*>_F/‖W*‖_F²`` (the coefficient of
+      ``W_eff`` along ``W*``: 1 at FTRL, 0 without drift towards it); ``w_eff_diag_ratio``
+      ``mean diag W_eff / mean diag W*``; ``w_eff_centered_eta`` ``tr(P W_eff P)/(d−1)`` with
+      ``P = I − 11ᵀ/d`` (the effective Hedge rate times τ of a softmax head, which ignores
+      ``W ↦ W + 1vᵀ``); and ``w_eff`` itself.
+    """
+    W_star = jnp.asarray(W_star, dtype=jnp.result_type(float))
+    d = W_star.shape[0]
+
+    def metrics(params):
+        W = invariants(params).W_eff
+        Ws = W_star.astype(W.dtype)
+        report = invariant_report(params, Ws, reward_scale)
+        P = jnp.eye(d, dtype=W.dtype) - 1.0 / d
+        return {
+            "w_eff_rel_error": report["rel_error"],
+            "quad_rel": report["quad_rel"],
+            "drift_rel": report["drift_rel"],
+            "w_eff_norm_ratio": jnp.linalg.norm(W) / jnp.linalg.norm(Ws),
+            "w_eff_projection": jnp.sum(W * Ws) / jnp.sum(Ws * Ws),
+            "w_eff_diag_ratio": jnp.mean(jnp.diag(W)) / jnp.mean(jnp.diag(Ws)),
+            "w_eff_centered_eta": jnp.trace(P @ W @ P) / max(d - 1, 1),
+            "w_eff": W,
+        }
+
+    return metrics
+
+
+HEDGE_ETA_GRID = tuple(float(x) for x in np.geomspace(1e-3, 1e2, 51))
+
+
+def tune_hedge_eta(rewards_NxTxD: jax.Array, grid=HEDGE_ETA_GRID) -> float:
+    """Hedge's best fixed η on a grid, by mean static regret on the given (tuning) tasks."""
+
+    @jax.jit
+    def mean_regret(eta, rewards):
+        def one(r):
+            return cumulative_regret(r, hedge_policies(r, eta), "simplex")[-1]
+
+        return jnp.mean(jax.vmap(one)(rewards))
+
+    values = np.array(
+        [float(mean_regret(jnp.asarray(e, rewards_NxTxD.dtype), rewards_NxTxD)) for e in grid]
+    )
+    return float(grid[int(np.argmin(values))])
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "space", "radius"))
+def _baseline_curves(rewards_NxTxD, param, kind: str, space: str, radius: float):
+    """Cumulative regret curves (N, T) of one baseline: FTRL (``param`` = W), Hedge (η) or FTL."""
+
+    def one(r):
+        if kind == "ftrl":
+            pi = ftrl_policies(r, param, radius)
+        elif kind == "hedge":
+            pi = hedge_policies(r, param)
+        else:
+            pi = ftl_policies(r, space, radius)
+        return cumulative_regret(r, pi, space, radius)
+
+    return jax.vmap(one)(rewards_NxTxD)
+
+
+def reference_curves(
+    env: GaussianFOL, exploration: Exploration, heldout_NxTxD: jax.Array, key_tune: jax.Array
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Held-out cumulative regret curves (N, T) of the baselines, and their tuned constants.
+
+    Ball: FTRL at ``W*`` (THEORY §3; ``η* I`` for isotropic rewards) and follow-the-leader.
+    Simplex: Hedge at its best η (tuned on separate tasks drawn from ``key_tune``) and
+    follow-the-leader.
+    """
+    space, radius = exploration.space, float(exploration.radius)
+    dtype = heldout_NxTxD.dtype
+    info: dict = {}
+    if space == "ball":
+        W_star = ftrl_weights(env.cov_matrix, env.horizon, radius)
+        info["W_star"] = W_star
+        runs = {"ftrl_eta_star": ("ftrl", jnp.asarray(W_star, dtype))}
+    else:
+        eta = tune_hedge_eta(heldout_rewards(env, heldout_NxTxD.shape[0], key_tune))
+        info["hedge_eta"] = eta
+        runs = {"hedge_best_eta": ("hedge", jnp.asarray(eta, dtype))}
+    runs["ftl"] = ("ftl", jnp.zeros((), dtype))
+    curves = {
+        name: np.asarray(_baseline_curves(heldout_NxTxD, param, kind, space, radius))
+        for name, (kind, param) in runs.items()
+    }
+    return curves, info
+
+
+class FilterResult(NamedTuple):
+    """Output of :func:`run_filter`.
+
+    ``history`` maps each per-iteration metric to an array with a leading axis over finished
+    iterations (plus ``seconds``, the wall time of each); ``base`` holds the same held-out
+    metrics for the base model; ``reference`` the baselines' mean held-out regret and curves.
+    """
+
+    params: Any
+    state: FilterState
+    history: dict
+    base: dict
+    reference: dict
+    timings: Timings
+
+
+def _fingerprint(env, config, seeds, params) -> dict:
+    shapes = [list(np.shape(x)) for x in jax.tree_util.tree_leaves(params)]
+    return to_jsonable({"env": env, "config": config, "seeds": seeds, "param_shapes": shapes})
+
+
+def _stack(history: list[dict]) -> dict:
+    if not history:
+        return {}
+    return {k: np.asarray([h[k] for h in history], dtype=np.float64) for k in history[0]}
+
+
+def run_filter(
+    model,
+    env: GaussianFOL,
+    config: FilterConfig,
+    seeds: Seeds,
+    *,
+    params=None,
+    metrics_fn: Callable | None = None,
+    checkpoint_dir: str | Path | None = None,
+    stop_after: int | None = None,
+    quiet: bool = False,
+    desc: str = "rmft",
+) -> FilterResult:
+    """Run the regret filter; checkpoint after every iteration and resume from a checkpoint.
+
+    Args:
+      model: a flax Module (initialised from the ``init`` stream unless ``params`` is given) or
+        an apply function ``(params, rewards_TxD) -> g_TxD`` (then ``params`` is required).
+      env: the task distribution.
+      config: the filter's settings.
+      seeds: named PRNG streams (``tasks``, ``rewards``, ``noise``, ``heldout``, ``init``).
+      params: base parameters (optional for a flax Module).
+      metrics_fn: extra per-iteration metrics of the parameters (e.g. :func:`lsa_weight_metrics`).
+      checkpoint_dir: where to write the checkpoint after every iteration; if it already holds
+        one of the same run, the run resumes after its last finished iteration.
+      stop_after: stop once this many iterations have finished (default: all of them).
+      quiet: no progress bar or compile-time line.
+      desc: the progress bar's label.
+    """
+    apply_fn = apply_function(model)
+    if params is None:
+        if not isinstance(model, nn.Module):
+            raise ValueError("params must be given when model is an apply function")
+        params = model.init(seeds.key("init"), jnp.zeros((env.horizon, env.d)))["params"]
+    stop = config.iterations if stop_after is None else stop_after
+    if not 0 <= stop <= config.iterations:
+        raise ValueError(f"stop_after must lie in [0, iterations={config.iterations}], got {stop}")
+    exploration = config.exploration
+    if getattr(env, "feedback", "full") == "bandit":
+        from rmft_theory import bandit_filter  # deferred: bandit_filter imports this module
+
+        bandit_filter.check_config(config)
+        heldout = bandit_filter.heldout_tasks(env, config.heldout_tasks, seeds.key("heldout"))
+        ref_curves, ref_info = bandit_filter.reference_curves(env, heldout)
+        make_eval = bandit_filter.make_evaluate
+    else:
+        heldout = heldout_rewards(env, config.heldout_tasks, seeds.key("heldout"))
+        key_tune = jax.random.fold_in(seeds.key("heldout"), 1)
+        ref_curves, ref_info = reference_curves(env, exploration, heldout, key_tune)
+        make_eval = make_evaluate
+    reference = {
+        **ref_info,
+        **{f"{n}_heldout_regret": float(c[:, -1].mean()) for n, c in ref_curves.items()},
+        **{f"{n}_heldout_curve": c.mean(axis=0) for n, c in ref_curves.items()},
+    }
+    evaluate = jax.jit(make_eval(apply_fn, config, metrics_fn))
+    base = to_jsonable(evaluate(params, heldout))
+
+    state = init_state(params, env, config, seeds)
+    fingerprint = _fingerprint(env, config, seeds, params)
+    history: list[dict] = []
+    if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
+        state, meta = load_checkpoint(checkpoint_dir, state)
+        if meta.get("fingerprint") != to_jsonable(fingerprint):
+            raise ValueError(
+                f"checkpoint_dir {checkpoint_dir} holds a run with different settings; "
+                "use another --out folder or delete it"
+            )
+        history = meta["history"]
+        if int(state.iteration) != len(history):
+            raise ValueError(f"checkpoint in {checkpoint_dir} is inconsistent (iteration count)")
+    start = int(state.iteration)
+    compile_s = run_s = 0.0
+    if start < stop:
+        compiled, compile_s = compile_timed(
+            make_iteration(apply_fn, env, config, metrics_fn), state, heldout
+        )
+        if not quiet:
+            print(f"[{desc}] compiled one iteration in {compile_s:.2f}s", file=sys.stderr)
+        with tqdm(
+            total=stop,
+            initial=start,
+            desc=desc,
+            unit="it",
+            disable=quiet,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        ) as bar:
+            for _ in range(start, stop):
+                t0 = time.perf_counter()
+                state, metrics = compiled(state, heldout)
+                metrics = jax.block_until_ready(metrics)
+                seconds = time.perf_counter() - t0
+                run_s += seconds
+                history.append({**to_jsonable(metrics), "seconds": seconds})
+                if checkpoint_dir is not None:
+                    save_checkpoint(
+                        checkpoint_dir,
+                        state,
+                        int(state.iteration),
+                        {"fingerprint": fingerprint, "history": history},
+                    )
+                bar.set_postfix(heldout=f"{history[-1]['heldout_regret']:.3f}", refresh=False)
+                bar.update(1)
+    return FilterResult(
+        state.params, state, _stack(history), base, reference, Timings(compile_s, run_s)
+    )
+
+
+def filter_experiment(
+    env: GaussianFOL,
+    config: FilterConfig,
+    seed: int,
+    *,
+    params=None,
+    eval_tasks: int = 0,
+    quiet: bool = True,
+    desc: str = "rmft",
+) -> dict[str, np.ndarray]:
+    """Run the filter on the single-layer LSA and flatten everything a figure needs into arrays.
+
+    Keys: ``hist_<metric>`` (leading axis over iterations), ``base_<metric>``, ``W_star`` (the
+    ball closed form, THEORY §3), ``ref_<baseline>_regret`` and ``ref_<baseline>_curve``,
+    ``hedge_eta`` (simplex), ``compile_s`` and ``run_s``. With ``eval_tasks > 0`` also the
+    per-task regret curves (n, T) on fresh evaluation tasks of the base model
+    (``eval_base``), the final model (``eval_final``) and the baselines (``eval_<baseline>``),
+    for growth-exponent fits with bootstrap errors.
+    """
+    model = make_model("lsa", env.d)
+    seeds = Seeds.from_seed(seed)
+    W_star = ftrl_weights(env.cov_matrix, env.horizon, config.radius)
+    base_params = (
+        model.init(seeds.key("init"), jnp.zeros((env.horizon, env.d)))["params"]
+        if params is None
+        else params
+    )
+    result = run_filter(
+        model,
+        env,
+        config,
+        seeds,
+        params=base_params,
+        metrics_fn=lsa_weight_metrics(W_star, env.reward_scale),
+        quiet=quiet,
+        desc=desc,
+    )
+    out = {f"hist_{k}": v for k, v in result.history.items()}
+    out.update({f"base_{k}": np.asarray(v) for k, v in result.base.items()})
+    out["W_star"] = W_star
+    for k, v in result.reference.items():
+        if k.endswith("_heldout_regret"):
+            out[f"ref_{k.removesuffix('_heldout_regret')}_regret"] = np.asarray(v)
+        elif k.endswith("_heldout_curve"):
+            out[f"ref_{k.removesuffix('_heldout_curve')}_curve"] = np.asarray(v)
+    if "hedge_eta" in result.reference:
+        out["hedge_eta"] = np.asarray(result.reference["hedge_eta"])
+    out["compile_s"] = np.asarray(result.timings.compile_s)
+    out["run_s"] = np.asarray(result.timings.run_s)
+    if eval_tasks:
+        exploration = config.exploration
+        rewards = heldout_rewards(env, eval_tasks, jax.random.fold_in(seeds.key("heldout"), 2))
+        curves = jax.jit(heldout_curves, static_argnums=(0, 3))
+        apply_fn = apply_function(model)
+        out["eval_base"] = np.asarray(curves(apply_fn, base_params, rewards, exploration))
+        out["eval_final"] = np.asarray(curves(apply_fn, result.params, rewards, exploration))
+        key_tune = jax.random.fold_in(seeds.key("heldout"), 1)
+        for name, c in reference_curves(env, exploration, rewards, key_tune)[0].items():
+            out[f"eval_{name}"] = c
+    return out

@@ -1,0 +1,184 @@
+"""Batched rollouts (THEORY §4): regret bookkeeping, exploration laws, batching, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rmft_theory.baselines import ftrl_policies
+from rmft_theory.envs import GaussianFOL
+from rmft_theory.models import lsa_apply, params_from_weights
+from rmft_theory.regret import best_fixed_value, static_regret
+from rmft_theory.rollout import (
+    Exploration,
+    explore,
+    make_rollout,
+    noise_free_policies,
+    rollout,
+    rollout_task,
+    trajectory_regrets,
+)
+
+M, L, T, D = 3, 5, 7, 3  # one fixed shape: every test shares the compiled rollouts
+
+
+def linear_model(params, rewards_TxD):
+    """A tiny model with the registry's apply signature: ``g_t = W S_{t−1} + b``."""
+    S_prev = jnp.cumsum(rewards_TxD, axis=0) - rewards_TxD
+    return S_prev @ params["W"].T + params["b"][None, :]
+
+
+PARAMS = {"W": 0.3 * jnp.eye(D) + 0.05, "b": jnp.array([0.2, -0.1, 0.0])}
+REWARDS = jax.random.normal(jax.random.key(0), (M, T, D)) + jnp.array([[[0.3, 0.0, -0.2]]])
+EXPLORATIONS = [
+    Exploration("per-step", 0.7, space="ball", radius=1.5),
+    Exploration("per-trajectory", 2.0, space="ball", radius=1.0),
+    Exploration("per-trajectory", 0.5, space="simplex"),
+    Exploration("actions", temperature=0.5, space="simplex"),
+    Exploration("none", space="ball", radius=0.8),
+]
+ROLLOUTS = {e: make_rollout(linear_model, e, L) for e in EXPLORATIONS}
+
+
+@given(seed=st.integers(0, 2**16), which=st.sampled_from(range(len(EXPLORATIONS))))
+def test_rollout_regret_equals_static_regret_on_stored_trajectories(seed, which):
+    e = EXPLORATIONS[which]
+    out = ROLLOUTS[e](PARAMS, REWARDS, jax.random.key(seed))
+    assert out.policies.shape == (M, L, T, D) and out.rewards.shape == (M, T, D)
+    np.testing.assert_array_equal(out.rewards, REWARDS)
+    recomputed = jax.vmap(
+        jax.vmap(lambda r, p: static_regret(r, p, e.space, e.radius), in_axes=(None, 0))
+    )(out.rewards, out.policies)
+    # float32 sums of T·d = 21 products of O(1) terms, in a different order: 1e-5 relative.
+    np.testing.assert_allclose(out.regret, recomputed, rtol=1e-5, atol=1e-5)
+    # earned + regret is the task's best fixed value, common to its L trajectories.
+    best = jax.vmap(lambda r: best_fixed_value(r.sum(0), e.space, e.radius))(out.rewards)
+    np.testing.assert_allclose(
+        out.earned + out.regret, jnp.broadcast_to(best[:, None], (M, L)), rtol=1e-5, atol=1e-5
+    )
+    # Policies lie in the policy space (float32 projection: 1e-6 relative slack).
+    if e.space == "ball":
+        assert float(jnp.linalg.norm(out.policies, axis=-1).max()) <= e.radius * (1 + 1e-6)
+    else:
+        assert float(out.policies.min()) >= 0.0
+        np.testing.assert_allclose(out.policies.sum(-1), 1.0, atol=1e-6)
+
+
+def test_actions_are_one_hot_and_recorded():
+    e = EXPLORATIONS[3]
+    out = ROLLOUTS[e](PARAMS, REWARDS, jax.random.key(1))
+    np.testing.assert_array_equal(out.policies, jax.nn.one_hot(out.actions, D))
+    gaussian = ROLLOUTS[EXPLORATIONS[1]](PARAMS, REWARDS, jax.random.key(1))
+    assert int(gaussian.actions.max()) == -1  # no discrete actions for Gaussian exploration
+
+
+def test_noise_free_rollout_of_closed_form_lsa_is_ftrl():
+    # THEORY §2–3: the LSA with params_from_weights(W) is FTRL π_t = Proj(W S_{t−1}).
+    W = 0.2 * jnp.eye(D) + 0.03
+    e = EXPLORATIONS[4]
+    out = rollout(lsa_apply, params_from_weights(W), REWARDS, jax.random.key(2), e, 2)
+    expected = jax.vmap(ftrl_policies, in_axes=(0, None, None))(REWARDS, W, e.radius)
+    # float32 prefix sums of ≤ 7 unit terms times ‖W‖ ≲ 0.4: 1e-6 absolute.
+    for l in range(2):
+        np.testing.assert_allclose(out.policies[:, l], expected, atol=1e-6)
+
+
+def test_per_trajectory_noise_is_constant_in_time_and_per_step_is_not():
+    # A huge radius switches the projection off, exposing s·ξ (resp. s·ξ_t) directly.
+    g = linear_model(PARAMS, REWARDS[0])
+    key = jax.random.key(3)
+    per_traj = explore(key, g, Exploration("per-trajectory", 2.0, radius=1e6)) - g
+    per_step = explore(key, g, Exploration("per-step", 2.0, radius=1e6)) - g
+    # g + sξ − g: float32 cancellation on O(2) numbers, 1e-6 absolute.
+    np.testing.assert_allclose(per_traj, jnp.broadcast_to(per_traj[0], per_traj.shape), atol=1e-6)
+    assert float(jnp.abs(per_step[1:] - per_step[:-1]).min(axis=-1).max()) > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["per-step", "per-trajectory"])
+def test_gaussian_noise_has_the_stated_law(kind):
+    # ξ ~ N(0, s²I): over n draws the sample mean is within 5 standard errors of 0 and the
+    # sample variance within 5 standard errors (√(2/n)·s²) of s².
+    s, n = 1.7, 4000
+    g = jnp.zeros((T, D))
+    e = Exploration(kind, s, radius=1e6)
+    x = jax.vmap(explore, in_axes=(0, None, None))(jax.random.split(jax.random.key(4), n), g, e)
+    x = np.asarray(x[:, 0, :])  # one round: independent draws across trajectories
+    assert np.all(np.abs(x.mean(0)) < 5 * s / np.sqrt(n))
+    assert np.all(np.abs(x.var(0) - s**2) < 5 * s**2 * np.sqrt(2 / n))
+
+
+def test_action_sampling_follows_softmax():
+    # a_t ~ softmax(g_t/τ): empirical frequencies within 5 binomial standard errors.
+    n, tau = 6000, 0.5
+    g = jnp.array([[0.3, -0.2, 0.1]])
+    e = Exploration("actions", temperature=tau, space="simplex")
+    onehot = jax.vmap(explore, in_axes=(0, None, None))(
+        jax.random.split(jax.random.key(5), n), g, e
+    )
+    freq = np.asarray(onehot[:, 0].mean(0))
+    p = np.asarray(jax.nn.softmax(g[0] / tau))
+    assert np.all(np.abs(freq - p) < 5 * np.sqrt(p * (1 - p) / n))
+    np.testing.assert_allclose(noise_free_policies(g, e)[0], p, rtol=1e-6)
+
+
+def test_vmap_over_tasks_equals_a_loop_and_jit_equals_eager():
+    e = EXPLORATIONS[1]
+    key = jax.random.key(6)
+    batched = ROLLOUTS[e](PARAMS, REWARDS, key)
+    eager = rollout(linear_model, PARAMS, REWARDS, key, e, L)
+    keys = jax.random.split(key, M)
+    for m in range(M):
+        one = rollout_task(linear_model, PARAMS, REWARDS[m], keys[m], e, L)
+        # Same per-task computation batched or not: float32 reassociation only, 1e-6.
+        np.testing.assert_allclose(batched.policies[m], one.policies, atol=1e-6)
+        np.testing.assert_allclose(batched.regret[m], one.regret, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(batched.regret, eager.regret, rtol=1e-6, atol=1e-5)
+
+
+def test_rollouts_are_deterministic_given_keys():
+    e = EXPLORATIONS[0]
+    a = ROLLOUTS[e](PARAMS, REWARDS, jax.random.key(7))
+    b = ROLLOUTS[e](PARAMS, REWARDS, jax.random.key(7))
+    c = ROLLOUTS[e](PARAMS, REWARDS, jax.random.key(8))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a.policies, c.policies)
+
+
+def test_trajectory_regrets_helper():
+    out = ROLLOUTS[EXPLORATIONS[1]](PARAMS, REWARDS, jax.random.key(9))
+    got = trajectory_regrets(out.rewards[0], out.policies[0], "ball", 1.0)
+    np.testing.assert_allclose(got, out.regret[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"scale": -0.1}, "noise_scale"),
+        ({"kind": "gumbel"}, "noise"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"space": "unconstrained"}, "space"),
+        ({"radius": 0.0}, "radius"),
+        ({"kind": "actions", "space": "ball"}, "space"),
+    ],
+)
+def test_exploration_errors_name_the_parameter(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field} must"):
+        Exploration(**kwargs)
+
+
+def test_rollout_errors_name_the_parameter():
+    e = EXPLORATIONS[1]
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"^rollouts must"):
+        rollout(linear_model, PARAMS, REWARDS, key, e, 0)
+    with pytest.raises(ValueError, match=r"^rewards must have shape \(M, T, d\)"):
+        rollout(linear_model, PARAMS, REWARDS[0], key, e, L)
+    with pytest.raises(ValueError, match=r"^horizon must"):
+        rollout(linear_model, PARAMS, REWARDS[:, :0], key, e, L)
+    with pytest.raises(ValueError, match=r"^model outputs must have the rewards' shape"):
+        rollout(lambda p, r: r[:, :2], PARAMS, REWARDS, key, e, L)
+    with pytest.raises(ValueError, match=r"^horizon must"):
+        GaussianFOL(d=D, horizon=0)
