@@ -129,3 +129,66 @@ __all__ = [
     "trajectory_steps_per_s",
     "write_results",
 ]
+
+
+def benchmarks_dir() -> Path:
+    """``<checkout>/benchmarks``."""
+    from rmft_theory.reproduce import repo_root
+
+    return repo_root() / "benchmarks"
+
+
+def discover_benchmarks(folder: Path | None = None) -> dict[str, Path]:
+    """Map ``NAME`` to ``benchmarks/bench_NAME.py``."""
+    folder = Path(folder or benchmarks_dir())
+    if not folder.is_dir():
+        raise ValueError(f"benchmarks folder {folder} does not exist")
+    return {p.stem.removeprefix("bench_"): p for p in sorted(folder.glob("bench_*.py"))}
+
+
+def run_benchmarks(names: list[str] | None, quick: bool, folder: Path | None = None) -> dict:
+    """Run each benchmark script in its own process (clean timings); return exit codes."""
+    import subprocess
+    import sys
+
+    found = discover_benchmarks(folder)
+    chosen = names or list(found)
+    unknown = [n for n in chosen if n not in found]
+    if unknown:
+        raise ValueError(f"--only must name benchmarks among {sorted(found)}, got {unknown}")
+    codes = {}
+    for name in chosen:
+        print(f"== bench {name}{' (quick)' if quick else ''}", file=sys.stderr, flush=True)
+        cmd = [sys.executable, str(found[name]), *(["--quick"] if quick else [])]
+        codes[name] = subprocess.run(cmd, check=False).returncode
+    return codes
+
+
+def assemble_results(folder: Path | None = None, out: Path | None = None) -> Path:
+    """Write ``benchmarks/RESULTS.md``: the machine, then every ``results/<name>.md``."""
+    import datetime
+    import json
+
+    from rmft_theory.io import atomic_path
+
+    folder = Path(folder or benchmarks_dir())
+    out = Path(out or folder / "RESULTS.md")
+    parts = ["# Benchmark results", ""]
+    info = machine_info()
+    parts += [
+        f"Machine: {info['cpu']}, {info['cores']} cores; JAX {info['versions'].get('jax')} "
+        f"on {info['backend']} ({', '.join(info['devices'])}); git {info['git_revision']}.",
+        f"Assembled {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
+        "`rmft bench`. Each table comes from one process; ratios are measured within that run.",
+        "",
+    ]
+    for md in sorted((folder / "results").glob("*.md")):
+        meta = folder / "results" / f"{md.stem}.json"
+        when = ""
+        if meta.exists():
+            mode = json.loads(meta.read_text()).get("quick")
+            when = " (quick mode)" if mode else ""
+        parts += [f"## {md.stem}{when}", "", md.read_text().strip(), ""]
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(parts) + "\n")
+    return out

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rmft_theory.analysis import invariant_report
 from rmft_theory.baselines import ftl_policies, ftrl_policies, hedge_policies

@@ -13,6 +13,8 @@ SUBCOMMAND_MODULES = (
     "rmft_theory.cli.train_filter",
     "rmft_theory.cli.reproduce",
     "rmft_theory.cli.evaluate",
+    "rmft_theory.cli.train",
+    "rmft_theory.cli.bench",
 )
 
 
