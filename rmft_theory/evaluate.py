@@ -9,8 +9,8 @@ environment and the policy's options and returns either
 * a :class:`FullInfoPolicy` (sees ``R_1..R_{t−1}``), scored by static regret in its policy
   space (THEORY §1, :func:`rmft_theory.regret.cumulative_regret`).
 
-``model:PATH`` names a saved model. Its loader is a hook, :func:`set_model_loader`, that the
-model code registers; it returns one of the two policy kinds above.
+``model:PATH`` names a run directory written by ``rmft train`` (see
+:func:`rmft_theory.runs.load_model_policy`).
 
 Runs are independent: run i uses ``fold_in(seeds.key(stream), i)`` for the task, reward and
 action streams, so results do not depend on the batching, and two policies evaluated with the
@@ -68,7 +68,6 @@ class PolicySpec(NamedTuple):
 
 POLICIES: dict[str, PolicySpec] = {}
 MODEL_PREFIX = "model:"
-_MODEL_LOADER: list[Callable[..., Policy]] = []
 
 
 def register_policy(
@@ -86,17 +85,6 @@ def register_policy(
     return wrap
 
 
-def set_model_loader(loader: Callable[..., Policy] | None) -> None:
-    """Register the hook behind ``--policy model:PATH``: ``loader(path, env, **options)``.
-
-    The loader reads a checkpoint directory and returns a :class:`FullInfoPolicy` or a
-    :class:`~rmft_theory.baselines.bandits.BanditAlgorithm` for ``env``. ``None`` removes it.
-    """
-    _MODEL_LOADER.clear()
-    if loader is not None:
-        _MODEL_LOADER.append(loader)
-
-
 def make_policy(name: str, env, **options) -> tuple[Policy, dict]:
     """Build policy ``name`` for ``env``; returns it and its resolved options.
 
@@ -108,12 +96,9 @@ def make_policy(name: str, env, **options) -> tuple[Policy, dict]:
         path = name[len(MODEL_PREFIX) :]
         if not path:
             raise ValueError("policy model:PATH needs a checkpoint path after 'model:'")
-        if _MODEL_LOADER:
-            policy = _MODEL_LOADER[0](path, env, **options)
-        else:  # the built-in loader: run directories written by ``rmft train``
-            from rmft_theory.runs import load_model_policy
+        from rmft_theory.runs import load_model_policy  # runs imports this module
 
-            policy = load_model_policy(path, env, **options)
+        policy = load_model_policy(path, env, **options)
         if isinstance(policy, FullInfoPolicy) and env.feedback != "full":
             raise ValueError(f"policy {name!r} is full-information; env is a bandit")
         return policy, {"path": path, **options}

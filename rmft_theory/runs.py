@@ -181,6 +181,34 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
     return to_jsonable(summary)
 
 
+def save_model(
+    out: Path,
+    params,
+    model: ModelSpec,
+    env: EnvSpec,
+    space: str,
+    radius: float,
+    temperature: float = 1.0,
+) -> Path:
+    """Save trained ``params`` as ``out/model`` (pickle-free), with what is needed to rebuild."""
+    built = env.build()
+    save_checkpoint(
+        Path(out) / "model",
+        params,
+        0,
+        {
+            "model": model,
+            "env": env,
+            "d": built.d,
+            "horizon": built.horizon,
+            "space": space,
+            "radius": radius,
+            "temperature": temperature,
+        },
+    )
+    return Path(out) / "model"
+
+
 def load_model(path: Path, d: int | None = None):
     """Rebuild a saved model: returns ``(module, params, meta)``; ``d`` defaults to the saved one.
 

@@ -101,7 +101,7 @@ def test_full_information_policies(tmp_path, capsys):
         (["--means", "0.5,1.5"], "means must lie in [0, 1]"),
         (["--env", "nope"], "env must be one of"),
         (["--policy", "hedge"], "needs full-information feedback"),
-        (["--policy", "model:ckpt/run1"], "no model loader is registered"),
+        (["--policy", "model:ckpt/run1"], "model:ckpt/run1 runs on full-information envs"),
         (["--policy-opt", "window"], "--policy-opt must be KEY=VALUE"),
         (["--policy-opt", "foo=1"], "policy 'ucb1' has no option 'foo'"),
         (["--env-opt", "sigma=1"], "env 'bernoulli-bandit' has no option 'sigma'"),
@@ -132,25 +132,31 @@ def test_unit_reward_policies_refuse_gaussian_rewards():
     ev.make_policy("ucb1", env)  # index policies run on any rewards
 
 
-def test_model_hook_evaluates_a_loaded_policy():
-    env = make_env("bernoulli-fol", horizon=30, means=(0.3, 0.6))
-    seen = {}
+def test_saved_model_evaluates_like_the_baseline_it_implements(tmp_path):
+    # An LSA saved with the closed-form FTRL parameters (THEORY §2) is, through model:PATH,
+    # exactly the ftrl baseline at the same η: same tasks, same rewards, same regret.
+    from rmft_theory.models import params_from_weights
+    from rmft_theory.runs import EnvSpec, ModelSpec, save_model
+    from rmft_theory.theory import eta_star
 
-    def loader(path, env, **options):
-        seen.update(path=path, options=options)
-        return ev.make_policy("hedge", env)[0]
-
-    ev.set_model_loader(loader)
-    try:
-        policy, opts = ev.make_policy("model:/ckpt/run7", env, step=5)
-    finally:
-        ev.set_model_loader(None)
-    assert seen == {"path": "/ckpt/run7", "options": {"step": 5}}
-    assert opts == {"path": "/ckpt/run7", "step": 5}
-    hedge, _ = ev.make_policy("hedge", env)
-    a = ev.evaluate(policy, env, 5, Seeds.from_seed(1))
-    b = ev.evaluate(hedge, env, 5, Seeds.from_seed(1))
-    np.testing.assert_array_equal(a.per_run["regret"], b.per_run["regret"])
+    spec = EnvSpec("gaussian-fol", {"d": 3, "horizon": 12})
+    eta = eta_star(3, 12)
+    save_model(
+        tmp_path,
+        params_from_weights(eta * np.eye(3, dtype=np.float32)),
+        ModelSpec("lsa"),
+        spec,
+        "ball",
+        1.0,
+    )
+    env = spec.build()
+    seeds = Seeds.from_seed(4)
+    model, _ = ev.make_policy(f"model:{tmp_path}", env)
+    ftrl, _ = ev.make_policy("ftrl", env, eta=eta)
+    a = ev.evaluate(model, env, runs=16, seeds=seeds)
+    b = ev.evaluate(ftrl, env, runs=16, seeds=seeds)
+    # float32 prefix sums in two association orders: a few ulps of regrets of size ~5.
+    np.testing.assert_allclose(a.per_run["regret"], b.per_run["regret"], rtol=0, atol=2e-5)
 
 
 # ----------------------------------------------------------------------------- every policy
