@@ -145,7 +145,10 @@ def from_dict(cls, data, path: str = ""):
     try:
         return cls(**kwargs)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}" if path else str(err)) from None
+        text = str(err)
+        if path and not text.startswith(f"{path}."):
+            text = f"{path}: {text}"
+        raise ValueError(text) from None
     except TypeError as err:
         raise ValueError(f"{where}: {err}") from None
 
