@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from rmft_theory import metrics
+from rmft_theory.baselines import bandits as bb
 from rmft_theory.baselines.bandits import sample_categorical
 from rmft_theory.envs.registry import as_environment
 from rmft_theory.models.lsa import key_vector
@@ -57,7 +58,8 @@ class BanditSampling:
       temperature: softmax temperature τ.
       mix: uniform exploration γ ∈ [0, 1] (EXP3's γ); ``γ > 0`` bounds ``1/p_t(a) ≤ d/γ``.
       blocks: B ≥ 1 blocks of rounds; block b evaluates the model on the input prefix up to its
-        last round (module docstring). 1 evaluates the whole buffer every round.
+        last round (module docstring). 1 evaluates the whole buffer every round; the default 4
+        made a width-32, depth-2 Transformer's rollouts (T = 50) about 3x faster on CPU.
     """
 
     temperature: float = 1.0
@@ -275,3 +277,46 @@ def sample_tables(env, key_tasks: jax.Array, key_rewards: jax.Array, n: int):
     means_NxTxD = jax.vmap(env.mean_rewards)(tasks)
     rewards_NxTxD = jax.vmap(env.sample_rewards)(jax.random.split(key_rewards, n), tasks)
     return means_NxTxD, rewards_NxTxD
+
+
+class ModelBanditState(NamedTuple):
+    """The importance-weighted inputs so far (horizon, d) and the rounds played ``t``."""
+
+    inputs: jax.Array
+    t: jax.Array
+
+
+def as_bandit_algorithm(
+    apply_fn: ApplyFn, params, horizon: int, sampling: BanditSampling
+) -> bb.BanditAlgorithm:
+    """The model as a :class:`~rmft_theory.baselines.bandits.BanditAlgorithm`.
+
+    ``act`` draws ``a_t ~ p_t`` (inverse CDF of one uniform from its key) from the zero-padded
+    buffer of estimates; ``update`` writes ``r̂_t`` into row t. Under
+    :func:`~rmft_theory.baselines.bandits.run_bandit` it plays exactly the arms of
+    :func:`bandit_trajectory` with the same key (``blocks`` is ignored; ``update`` re-evaluates
+    the model for ``p_t(a_t)``, so it costs twice as much). ``horizon`` must be at least the
+    number of rounds played.
+    """
+    check_positive_int("horizon", horizon)
+
+    def probs(state: ModelBanditState) -> jax.Array:
+        g_D = apply_fn(params, state.inputs)[state.t]
+        return action_probabilities(
+            g_D.astype(state.inputs.dtype), sampling.temperature, sampling.mix
+        )
+
+    def init(d: int) -> ModelBanditState:
+        return ModelBanditState(
+            jnp.zeros((horizon, d), jnp.result_type(float)), jnp.zeros((), jnp.int32)
+        )
+
+    def act(key, state: ModelBanditState):
+        p_D = probs(state)
+        return sample_categorical(jax.random.uniform(key, dtype=p_D.dtype), p_D)
+
+    def update(state: ModelBanditState, arm, reward):
+        x_D = importance_weighted(arm, reward.astype(state.inputs.dtype), probs(state))
+        return ModelBanditState(state.inputs.at[state.t].set(x_D), state.t + 1)
+
+    return bb.BanditAlgorithm(init, act, update)

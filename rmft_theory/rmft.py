@@ -45,7 +45,14 @@ from rmft_theory.models import make_model
 from rmft_theory.models.lsa import invariants
 from rmft_theory.progress import Timings, compile_timed
 from rmft_theory.regret import best_fixed_value, cumulative_regret
-from rmft_theory.rollout import Exploration, explore, model_outputs, noise_free_policies
+from rmft_theory.rollout import (
+    Exploration,
+    explore,
+    model_outputs,
+    noise_free_policies,
+    task_chunk_size,
+    task_earned,
+)
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import sample_batch
 from rmft_theory.validation import check_choice, check_positive, check_positive_int
@@ -85,7 +92,9 @@ class FilterConfig:
         Within one task the L trajectories share the reward sequence, so the comparator is
         common and regret and reward selection coincide; they differ only when pooled.
       heldout_tasks: fixed held-out tasks for the per-iteration evaluation.
-      task_chunk: tasks rolled out together (bounds memory at ``task_chunk·L·T·d``).
+      task_chunk: at most this many tasks rolled out together (the iteration takes chunks of
+        about 1024 trajectories, :func:`rmft_theory.rollout.task_chunk_size`; memory is
+        bounded by ``task_chunk·L·T·d``).
       uniform_mix: bandit environments only: uniform exploration γ ∈ [0, 1] of the sampling
         policy ``(1 − γ) softmax(g/τ) + γ/d`` (:mod:`rmft_theory.bandit_rollout`).
     """
@@ -128,7 +137,11 @@ class FilterConfig:
         check_choice("scope", self.scope, SCOPES)
         check_positive_int("heldout_tasks", self.heldout_tasks)
         check_positive_int("task_chunk", self.task_chunk)
-        if not 0 <= self.uniform_mix <= 1:
+        if (
+            isinstance(self.uniform_mix, bool)
+            or not isinstance(self.uniform_mix, (int, float))
+            or not 0 <= self.uniform_mix <= 1
+        ):
             raise ValueError(f"uniform_mix must lie in [0, 1], got {self.uniform_mix!r}")
         for name in ("accumulate", "from_base"):
             if not isinstance(getattr(self, name), bool):
@@ -338,6 +351,7 @@ def make_iteration(
     exploration = config.exploration
     M, L, k = config.tasks, config.rollouts, config.keep
     evaluate = make_evaluate(apply_fn, config, metrics_fn)
+    chunk = task_chunk_size(M, L, config.task_chunk)  # ~1024 trajectories, ≤ task_chunk tasks
 
     def task_policies(key, g_TxD):
         return jax.vmap(explore, in_axes=(0, None, None))(
@@ -345,14 +359,17 @@ def make_iteration(
         )
 
     def task_select(xs):
+        # Score all L trajectories without storing their policies (rollout.task_earned), then
+        # recompute the policies of the k kept ones from their keys: O(k T d) memory, not L.
         key, g_TxD, rewards_TxD = xs
-        pi_LxTxD = task_policies(key, g_TxD)
-        earned_L = jnp.einsum("ltd,td->l", pi_LxTxD, rewards_TxD)
+        keys_L = jax.random.split(key, L)
+        earned_L = task_earned(keys_L, g_TxD, rewards_TxD, exploration)
         best = best_fixed_value(jnp.sum(rewards_TxD, axis=0), exploration.space, exploration.radius)
         regret_L = best - earned_L
         score_L = regret_L if config.selection == "regret" else -earned_L
         idx_k = select_lowest(score_L, k)
-        target_TxD = jnp.mean(pi_LxTxD[idx_k], axis=0)
+        pi_kxTxD = jax.vmap(explore, in_axes=(0, None, None))(keys_L[idx_k], g_TxD, exploration)
+        target_TxD = jnp.mean(pi_kxTxD, axis=0)
         return regret_L, score_L, target_TxD, jnp.mean(regret_L[idx_k]), regret_L[idx_k[-1]]
 
     def task_masked_target(xs):
@@ -370,7 +387,7 @@ def make_iteration(
         g_MxTxD = jax.vmap(lambda r: model_outputs(apply_fn, state.params, r))(rewards_MxTxD)
 
         regret_MxL, score_MxL, target_MxTxD, kept_regret_M, threshold_M = jax.lax.map(
-            task_select, (keys_M, g_MxTxD, rewards_MxTxD), batch_size=config.task_chunk
+            task_select, (keys_M, g_MxTxD, rewards_MxTxD), batch_size=chunk
         )
         if config.scope == "task":
             weights_M = jnp.full((M,), 1.0 / M, g_MxTxD.dtype)
@@ -379,7 +396,7 @@ def make_iteration(
         else:
             mask_MxL = pooled_mask(score_MxL, M * k)
             target_MxTxD, count_M = jax.lax.map(
-                task_masked_target, (keys_M, g_MxTxD, mask_MxL), batch_size=config.task_chunk
+                task_masked_target, (keys_M, g_MxTxD, mask_MxL), batch_size=chunk
             )
             weights_M = count_M / (M * k)
             kept_regret = jnp.sum(mask_MxL * regret_MxL) / (M * k)

@@ -153,21 +153,8 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
         }
         timings = result.timings
     save_npz(out / "curves.npz", **{k: np.asarray(v) for k, v in curves.items()})
-    space, radius, temperature = config.space
-    save_checkpoint(
-        out / "model",
-        params,
-        0,
-        {
-            "model": config.model,
-            "env": config.env,
-            "d": env.d,
-            "horizon": env.horizon,
-            "space": space,
-            "radius": radius,
-            "temperature": temperature,
-        },
-    )
+    mix = config.filter.uniform_mix if config.method == "filter" else 0.0
+    save_model(out, params, config.model, config.env, *config.space, uniform_mix=mix)
     summary = {
         **summary,
         "W_star": W_star,
@@ -189,6 +176,7 @@ def save_model(
     space: str,
     radius: float,
     temperature: float = 1.0,
+    uniform_mix: float = 0.0,
 ) -> Path:
     """Save trained ``params`` as ``out/model`` (pickle-free), with what is needed to rebuild."""
     built = env.build()
@@ -204,6 +192,7 @@ def save_model(
             "space": space,
             "radius": radius,
             "temperature": temperature,
+            "uniform_mix": uniform_mix,
         },
     )
     return Path(out) / "model"
@@ -233,21 +222,34 @@ def load_model(path: Path, d: int | None = None):
     return module, params, meta
 
 
-def load_model_policy(path, env, space: str | None = None):
-    """A saved model as a full-information policy for ``env`` (the ``model:PATH`` policy)."""
+def load_model_policy(path, env, space: str | None = None, mix: float | None = None):
+    """A saved model as a policy for ``env`` (the ``model:PATH`` policy of ``rmft evaluate``).
+
+    On full-information envs it plays ``policy_head(g_t)`` in the saved space. On bandits it
+    samples ``a_t ~ (1 − γ) softmax(g_t/τ) + γ/d`` and feeds itself the importance-weighted
+    estimates ``r̂_s = r_s e_{a_s}/p_s(a_s)`` (see :mod:`rmft_theory.bandit_rollout`); γ defaults
+    to the saved filter's ``uniform_mix`` (0 for other runs).
+    """
+    from rmft_theory.bandit_rollout import BanditSampling, as_bandit_algorithm
     from rmft_theory.evaluate import FullInfoPolicy
 
     env = as_environment(env)
-    if env.feedback != "full":
-        raise ValueError(
-            f"model:{path} runs on full-information envs; env has {env.feedback!r} feedback"
-        )
     module, params, meta = load_model(path, env.d)
+    temperature = float(meta["temperature"])
+
+    def apply_fn(p, rewards_TxD):
+        return module.apply({"params": p}, rewards_TxD)
+
+    if env.feedback != "full":
+        gamma = float(meta.get("uniform_mix", 0.0) if mix is None else mix)
+        sampling = BanditSampling(temperature=temperature, mix=gamma)
+        return as_bandit_algorithm(apply_fn, params, env.horizon, sampling)
     space = space or meta["space"]
-    radius, temperature = float(meta["radius"]), float(meta["temperature"])
+    if space == "unconstrained":
+        raise ValueError("space must be 'ball' or 'simplex' to evaluate a saved model's regret")
+    radius = float(meta["radius"])
 
     def policies(rewards_TxD):
-        g_TxD = module.apply({"params": params}, rewards_TxD)
-        return policy_head(g_TxD, space, radius, temperature)
+        return policy_head(apply_fn(params, rewards_TxD), space, radius, temperature)
 
     return FullInfoPolicy(policies, space, radius)

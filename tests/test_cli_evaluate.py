@@ -101,7 +101,7 @@ def test_full_information_policies(tmp_path, capsys):
         (["--means", "0.5,1.5"], "means must lie in [0, 1]"),
         (["--env", "nope"], "env must be one of"),
         (["--policy", "hedge"], "needs full-information feedback"),
-        (["--policy", "model:ckpt/run1"], "model:ckpt/run1 runs on full-information envs"),
+        (["--policy", "model:ckpt/run1"], "model path 'ckpt/run1' holds no saved model"),
         (["--policy-opt", "window"], "--policy-opt must be KEY=VALUE"),
         (["--policy-opt", "foo=1"], "policy 'ucb1' has no option 'foo'"),
         (["--env-opt", "sigma=1"], "env 'bernoulli-bandit' has no option 'sigma'"),
