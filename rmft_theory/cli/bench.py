@@ -19,8 +19,11 @@ exclude compilation (reported separately) and are medians of repeats after a war
 def add_parser(sub) -> None:
     """Register ``bench``."""
     p = sub.add_parser(
-        "bench", help="run the speed benchmarks and write benchmarks/RESULTS.md",
-        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "bench",
+        help="run the speed benchmarks and write benchmarks/RESULTS.md",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="small sizes")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these benchmarks")
