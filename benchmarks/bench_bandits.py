@@ -15,7 +15,8 @@ vectorised over runs (a Python loop over rounds only), shows what a careful NumP
 
 Reports steps/s (runs × rounds per second of wall time, compile excluded; the median of
 ``--repeats``), the compile time separately, and the JAX/NumPy ratio. Writes
-``benchmarks/results/bandits.json`` and prints a Markdown table::
+``benchmarks/results/bandits.{json,md}`` (:func:`rmft_theory.benchmarking.write_results`) and
+prints the Markdown table::
 
     .venv/bin/python benchmarks/bench_bandits.py            # runs=1000, T=2000, d=3
     .venv/bin/python benchmarks/bench_bandits.py --quick    # a smoke run
@@ -24,10 +25,8 @@ Reports steps/s (runs × rounds per second of wall time, compile excluded; the m
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +34,7 @@ import numpy as np
 
 from rmft_theory import metrics
 from rmft_theory.baselines import bandits as bb
-from rmft_theory.io import environment_info, save_json
-
-RESULTS = Path(__file__).resolve().parent / "results" / "bandits.json"
-
+from rmft_theory.benchmarking import compile_jax, load_average, markdown_table, write_results
 
 # ----------------------------------------------------------------------------- JAX
 
@@ -65,9 +61,8 @@ def bench_jax(algo, means, tables, runs, horizon, repeats):
     means_D = jnp.asarray(means, jnp.float32)
     tables = None if tables is None else jnp.asarray(tables, jnp.float32)
     keys = jax.random.split(jax.random.key(0), runs)
-    t0 = time.perf_counter()
-    compiled = fn.lower(keys, means_D, tables).compile()
-    compile_s = time.perf_counter() - t0
+    compiled, compile_s = compile_jax(fn, keys, means_D, tables)
+    jax.block_until_ready(compiled(keys, means_D, tables))  # warm-up
     times, regret = [], None
     for i in range(repeats):
         keys = jax.random.split(jax.random.key(i + 1), runs)
@@ -176,7 +171,6 @@ def main(argv=None) -> dict:
     p.add_argument("--means", default="0.5,0.6,0.7")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--loop-repeats", type=int, default=3)
-    p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     args = p.parse_args(argv)
     if args.quick:
@@ -184,7 +178,7 @@ def main(argv=None) -> dict:
     means = np.array([float(x) for x in args.means.split(",")])
     T = args.horizon
 
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     tables = (np.random.default_rng(123).random((args.runs, T, means.size)) < means).astype(
         np.float32
     )
@@ -236,8 +230,10 @@ def main(argv=None) -> dict:
                 }
             )
 
+    ucb = [r for r in rows if r["algorithm"] == "ucb1"]
     result = {
         "benchmark": "bandits",
+        "quick": args.quick,
         "config": {
             "runs": args.runs,
             "loop_runs": args.loop_runs,
@@ -245,37 +241,44 @@ def main(argv=None) -> dict:
             "means": means.tolist(),
             "repeats": args.repeats,
             "loop_repeats": args.loop_repeats,
-            "quick": args.quick,
         },
         "rows": rows,
+        "done_when": {
+            f"ucb1_{r['work']}_vs_per_step_python>=300": r["ratio_vs_loop"] >= 300 for r in ucb
+        },
         # Other processes share these cores; the 1-minute load average gives the context.
-        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-        "cpu_count": os.cpu_count(),
-        "environment": environment_info(),
+        "load_average_1min": {"before": load_before, "after": load_average()},
     }
-    save_json(args.out, result)
-    print(
-        f"Bernoulli bandit {means.tolist()}, T = {T}; JAX and vectorised NumPy: {args.runs} runs, "
-        f"per-step loop: {args.loop_runs} runs; backend {jax.default_backend()}; median of repeats"
-    )
-    print()
-    print(
-        "| algorithm | work | JAX steps/s | compile (s) | per-step NumPy steps/s | ratio | "
-        "vectorised NumPy steps/s | ratio |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(
-            f"| {r['algorithm']} | {r['work']} | {r['jax_steps_per_s']:.3g} | "
-            f"{r['jax_compile_s']:.2f} | "
-            f"{r['numpy_loop_steps_per_s']:.3g} | {r['ratio_vs_loop']:.0f}× | "
-            f"{r['numpy_vectorised_steps_per_s']:.3g} | {r['ratio_vs_vectorised']:.1f}× |"
+        r["pseudo_regret_jax_loop_vectorised"] = "/".join(
+            f"{r['mean_pseudo_regret'][k]:.1f}" for k in ("jax", "loop", "vectorised")
         )
-    print(
-        "\nwork = algorithm: reward tables drawn before timing (the bandit algorithm alone); "
-        "end-to-end: each implementation also draws the full (T, d) Bernoulli table"
-    )
-    print(f"\n-> {args.out}")
+    md = [
+        f"Bernoulli bandit {means.tolist()}, T = {T}; JAX and vectorised NumPy: {args.runs} "
+        f"runs, per-step loop: {args.loop_runs} runs; backend {jax.default_backend()}; median of "
+        "repeats. Ratios: JAX steps/s over the reference's.",
+        "",
+        markdown_table(
+            rows,
+            [
+                "algorithm",
+                "work",
+                "jax_steps_per_s",
+                "jax_compile_s",
+                "numpy_loop_steps_per_s",
+                "ratio_vs_loop",
+                "numpy_vectorised_steps_per_s",
+                "ratio_vs_vectorised",
+                "pseudo_regret_jax_loop_vectorised",
+            ],
+        ),
+        "",
+        "work = algorithm: reward tables drawn before timing (the bandit algorithm alone); "
+        "end-to-end: each implementation also draws the full (T, d) Bernoulli table. The last "
+        "column is the mean pseudo-regret of each implementation (the same expectation).",
+    ]
+    write_results("bandits", result, "\n".join(md))
+    print("\n".join(md))
     return result
 
 

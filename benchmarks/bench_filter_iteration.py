@@ -1,18 +1,21 @@
-"""Time one regret-filter iteration against the bare rollout of the same M × L × T.
+"""Time one regret-filter iteration, its parts, and the bare rollout of the same M × L × T.
 
-Parts, each jitted and compiled ahead of time (compile time reported separately):
+Parts, each jitted and compiled ahead of time (compile time reported separately), timed back
+to back in one process (median of interleaved repeats):
 
-* ``rollout``: sample M tasks, run the model once per task, explore L trajectories per task
-  and compute each trajectory's regret, returning every trajectory's policies
-  (:func:`rmft_theory.rollout.rollout`, the reference for the 10× budget);
-* ``selection``: the k lowest regrets per task and the mean kept policy, from stored policies;
-* ``finetune``: ``finetune_steps`` full-batch optimiser steps on the M-task kept set;
+* ``rollout``: sample M tasks, run the model once per task, explore L trajectories per task and
+  score each by its regret (:func:`rmft_theory.rollout.rollout_scores`; policies not stored):
+  the bare rollout of the 10× budget;
+* ``rollout_with_policies``: the same, also returning every trajectory's (T, d) policies
+  (:func:`rmft_theory.rollout.rollout`), the bare rollout of the earlier version of this script;
+* ``selection``: the k lowest regrets per task and the mean of the kept policies, rebuilt from
+  the kept rows of the tasks' draws (:func:`rmft_theory.rollout.policies_from_draws`);
+* ``finetune``: ``finetune_steps`` full-batch Adam steps on the M-task kept set;
 * ``evaluate``: the held-out regret and ``W_eff`` metrics after fine-tuning;
 * ``iteration``: the whole filter iteration (:func:`rmft_theory.rmft.make_iteration`), which
-  fuses the rollout and the selection per task and does not store all policies.
+  fuses rollout and selection per chunk of tasks.
 
-Reports the median of ``--repeats`` wall times, writes
-``benchmarks/results/filter_iteration.json`` and prints a Markdown table::
+Writes ``benchmarks/results/filter_iteration.{json,md}``::
 
     .venv/bin/python benchmarks/bench_filter_iteration.py           # M=256, L=64, T=100, d=5
     .venv/bin/python benchmarks/bench_filter_iteration.py --quick   # a smoke run
@@ -21,20 +24,25 @@ Reports the median of ``--repeats`` wall times, writes
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
+from rmft_theory.benchmarking import (
+    blocking,
+    compile_jax,
+    load_average,
+    markdown_table,
+    time_interleaved,
+    write_results,
+)
 from rmft_theory.envs import GaussianFOL
-from rmft_theory.io import environment_info, save_json
 from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model
 from rmft_theory.rmft import (
     FilterConfig,
     KeptSet,
+    apply_function,
     finetune,
     heldout_rewards,
     init_state,
@@ -43,28 +51,14 @@ from rmft_theory.rmft import (
     make_iteration,
     select_lowest,
 )
-from rmft_theory.rollout import rollout
+from rmft_theory.rollout import policies_from_draws, rollout, rollout_scores, task_draws
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import sample_batch
 
-RESULTS = Path(__file__).resolve().parent / "results" / "filter_iteration.json"
+BUDGET = 10.0
 
 
-def timed(fn, args, repeats: int) -> tuple[dict, object]:
-    """Compile ``jax.jit(fn)`` for ``args``; return compile seconds, median run time, output."""
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    output = jax.block_until_ready(compiled(*args))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    return {"compile_s": compile_s, "run_s": statistics.median(times), "runs_s": times}, output
-
-
-def main() -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     p.add_argument("--tasks", type=int, default=256)
@@ -72,11 +66,11 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=100)
     p.add_argument("--d", type=int, default=5)
     p.add_argument("--finetune-steps", type=int, default=100)
+    p.add_argument("--noise", default="per-trajectory", choices=["per-trajectory", "per-step"])
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.quick:
-        args.tasks, args.rollouts, args.horizon, args.repeats = 32, 16, 20, 2
+        args.repeats = 5
 
     env = GaussianFOL(d=args.d, horizon=args.horizon)
     config = FilterConfig(
@@ -84,79 +78,132 @@ def main() -> None:
         rollouts=args.rollouts,
         keep=1,
         iterations=8,
-        noise="per-trajectory",
+        noise=args.noise,
         noise_scale=3.0,
         finetune_steps=args.finetune_steps,
         heldout_tasks=256,
     )
     model = make_model("lsa", env.d)
+    apply_fn = apply_function(model)
     seeds = Seeds.from_seed(0)
     params = model.init(seeds.key("init"), jnp.zeros((env.horizon, env.d)))["params"]
-
-    def apply_fn(p, r):
-        return model.apply({"params": p}, r)
-
-    W_star = ftrl_weights(env.cov_matrix, env.horizon)
-    metrics_fn = lsa_weight_metrics(W_star)
+    metrics_fn = lsa_weight_metrics(ftrl_weights(env.cov_matrix, env.horizon))
     exploration = config.exploration
     M, L, k = config.tasks, config.rollouts, config.keep
-    key_tasks, key_rewards, key_noise = seeds.key("tasks"), seeds.key("rewards"), seeds.key("noise")
+    keys = (seeds.key("tasks"), seeds.key("rewards"), seeds.key("noise"))
     heldout = heldout_rewards(env, config.heldout_tasks, seeds.key("heldout"))
 
     def bare_rollout(params, key_tasks, key_rewards, key_noise):
         rewards = sample_batch(key_tasks, key_rewards, env, M)
+        return rewards, rollout_scores(apply_fn, params, rewards, key_noise, exploration, L)
+
+    def rollout_with_policies(params, key_tasks, key_rewards, key_noise):
+        rewards = sample_batch(key_tasks, key_rewards, env, M)
         return rollout(apply_fn, params, rewards, key_noise, exploration, L)
 
-    def selection(policies_MxLxTxD, regret_MxL):
-        idx_Mxk = jax.vmap(select_lowest, in_axes=(0, None))(regret_MxL, k)
-        kept = jnp.take_along_axis(policies_MxLxTxD, idx_Mxk[:, :, None, None], axis=1)
-        return jnp.mean(kept, axis=1)
+    def selection(params, rewards_MxTxD, regret_MxL, key_noise):
+        def one(key_m, rewards_TxD, regret_L):
+            g_TxD = apply_fn(params, rewards_TxD)
+            draws = task_draws(key_m, g_TxD, exploration, L)
+            idx_k = select_lowest(regret_L, k)
+            return jnp.mean(policies_from_draws(g_TxD, draws[idx_k], exploration), axis=0)
 
-    reps = args.repeats
-    parts = {}
-    parts["rollout"], out = timed(bare_rollout, (params, key_tasks, key_rewards, key_noise), reps)
-    parts["selection"], targets = timed(selection, (out.policies, out.regret), reps)
-    kept = KeptSet(out.rewards, targets, jnp.full((M,), 1.0 / M))
-    parts["finetune"], _ = timed(
-        lambda p, s: finetune(apply_fn, p, s, config), (params, kept), reps
-    )
-    parts["evaluate"], _ = timed(
-        make_evaluate(apply_fn, config, metrics_fn), (params, heldout), reps
-    )
+        return jax.vmap(one)(jax.random.split(key_noise, M), rewards_MxTxD, regret_MxL)
+
     state = init_state(params, env, config, seeds)
-    parts["iteration"], _ = timed(
-        make_iteration(apply_fn, env, config, metrics_fn), (state, heldout), reps
+    compiled, compile_s = {}, {}
+    compiled["rollout"], compile_s["rollout"] = compile_jax(bare_rollout, params, *keys)
+    compiled["rollout_with_policies"], compile_s["rollout_with_policies"] = compile_jax(
+        rollout_with_policies, params, *keys
     )
-    ratio = parts["iteration"]["run_s"] / parts["rollout"]["run_s"]
-    result = {
-        "settings": {
-            "tasks": M,
-            "rollouts": L,
-            "horizon": env.horizon,
-            "d": env.d,
-            "keep": k,
-            "finetune_steps": config.finetune_steps,
-            "heldout_tasks": config.heldout_tasks,
-            "repeats": args.repeats,
-            "quick": args.quick,
-        },
-        "parts": parts,
-        "iteration_over_rollout": ratio,
-        "budget": 10.0,
-        "within_budget": ratio <= 10.0,
-        "environment": environment_info(),
+    rewards, scores = compiled["rollout"](params, *keys)
+    compiled["selection"], compile_s["selection"] = compile_jax(
+        selection, params, rewards, scores.regret, keys[2]
+    )
+    targets = compiled["selection"](params, rewards, scores.regret, keys[2])
+    kept = KeptSet(rewards, targets, jnp.full((M,), 1.0 / M))
+    compiled["finetune"], compile_s["finetune"] = compile_jax(
+        lambda p, s: finetune(apply_fn, p, s, config), params, kept
+    )
+    compiled["evaluate"], compile_s["evaluate"] = compile_jax(
+        make_evaluate(apply_fn, config, metrics_fn), params, heldout
+    )
+    compiled["iteration"], compile_s["iteration"] = compile_jax(
+        make_iteration(apply_fn, env, config, metrics_fn), state, heldout
+    )
+    args_of = {
+        "rollout": (params, *keys),
+        "rollout_with_policies": (params, *keys),
+        "selection": (params, rewards, scores.regret, keys[2]),
+        "finetune": (params, kept),
+        "evaluate": (params, heldout),
+        "iteration": (state, heldout),
     }
-    save_json(args.out, result)
-    print(f"M={M} L={L} T={env.horizon} d={env.d} k={k} finetune_steps={config.finetune_steps}\n")
-    print("| part | compile (s) | run (ms) | × bare rollout |")
-    print("|---|---:|---:|---:|")
-    for name, r in parts.items():
-        rel = r["run_s"] / parts["rollout"]["run_s"]
-        print(f"| {name} | {r['compile_s']:.2f} | {1e3 * r['run_s']:.1f} | {rel:.2f} |")
-    verdict = "within" if ratio <= 10 else "OVER"
-    print(
-        f"\none iteration = {ratio:.2f}× the bare rollout ({verdict} the 10× budget) -> {args.out}"
+    load_before = load_average()
+    times = time_interleaved(
+        {n: blocking(compiled[n], *args_of[n]) for n in compiled}, args.repeats
     )
+    bare = times["rollout"]["median_s"]
+    rows = [
+        {
+            "part": n,
+            "compile_s": compile_s[n],
+            "run_ms": 1e3 * t["median_s"],
+            "x_bare_rollout": t["median_s"] / bare,
+            "x_rollout_with_policies": t["median_s"] / times["rollout_with_policies"]["median_s"],
+        }
+        for n, t in times.items()
+    ]
+    ratio = times["iteration"]["median_s"] / bare
+    ratio_pol = times["iteration"]["median_s"] / times["rollout_with_policies"]["median_s"]
+    ft_step_ms = 1e3 * times["finetune"]["median_s"] / config.finetune_steps
+    # The fine-tuning steps that fit in the budget next to the other parts of an iteration.
+    other = times["iteration"]["median_s"] - times["finetune"]["median_s"]
+    steps_within = max(0, int((BUDGET * bare - other) / (ft_step_ms / 1e3)))
+    settings = {
+        "tasks": M,
+        "rollouts": L,
+        "horizon": env.horizon,
+        "d": env.d,
+        "keep": k,
+        "noise": config.noise,
+        "finetune_steps": config.finetune_steps,
+        "heldout_tasks": config.heldout_tasks,
+        "repeats": args.repeats,
+    }
+    payload = {
+        "benchmark": "filter_iteration",
+        "quick": args.quick,
+        "settings": settings,
+        "parts": {
+            n: {"compile_s": compile_s[n], "run_s": t["median_s"], "runs_s": t["runs_s"]}
+            for n, t in times.items()
+        },
+        "iteration_over_rollout": ratio,
+        "iteration_over_rollout_with_policies": ratio_pol,
+        "finetune_ms_per_step": ft_step_ms,
+        "finetune_steps_within_budget": steps_within,
+        "budget": BUDGET,
+        "within_budget": ratio <= BUDGET,
+        "load_average_1min": {"before": load_before, "after": load_average()},
+    }
+    md = [
+        f"M={M} L={L} T={env.horizon} d={env.d} k={k}, {config.noise} noise, "
+        f"finetune_steps={config.finetune_steps}; median of {args.repeats} interleaved runs.",
+        "",
+        markdown_table(
+            rows, ["part", "compile_s", "run_ms", "x_bare_rollout", "x_rollout_with_policies"]
+        ),
+        "",
+        f"One iteration = {ratio:.1f}× the bare (score-only) rollout "
+        f"({'within' if ratio <= BUDGET else 'OVER'} the {BUDGET:.0f}× budget) and "
+        f"{ratio_pol:.1f}× the rollout that also returns every policy. Fine-tuning costs "
+        f"{ft_step_ms:.2f} ms per step; at most {steps_within} steps fit the budget next to "
+        "the other parts.",
+    ]
+    write_results("filter_iteration", payload, "\n".join(md))
+    print("\n".join(md))
+    return payload
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 Timings follow one protocol everywhere: compile ahead of time (timed separately), one warm-up
 call, then the median wall time of ``repeats`` calls, each ended by ``block_until_ready``.
+Comparisons (ours against a reference) are timed back to back in one process with
+:func:`time_interleaved`, one call of each per round, so that a change in machine load hits
+both sides alike.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rmft_theory.io import environment_info, save_json
 
@@ -49,6 +53,47 @@ def time_host(fn: Callable, *args, repeats: int = 5) -> dict:
     return {"median_s": statistics.median(runs), "runs_s": runs}
 
 
+def compile_jax(fn: Callable, *args) -> tuple[Callable, float]:
+    """``jax.jit(fn)`` compiled ahead of time for ``args``, and the compile time in seconds."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def blocking(fn: Callable, *args) -> Callable[[], object]:
+    """A zero-argument call ``fn(*args)`` that waits for JAX results (for time_interleaved)."""
+    return lambda: jax.block_until_ready(fn(*args))
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1
+) -> dict[str, dict]:
+    """Time zero-argument ``calls`` back to back: ``warmup`` untimed rounds, then ``repeats``
+    rounds that call each once, in turn. Returns, per name, the median, the minimum and all
+    run times in seconds. Interleaving makes ratios robust to slow drifts in machine load."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    runs: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            runs[name].append(time.perf_counter() - t0)
+    return {
+        name: {"median_s": statistics.median(r), "min_s": min(r), "runs_s": r}
+        for name, r in runs.items()
+    }
+
+
+def cost_flops(compiled) -> float:
+    """XLA's FLOP count of a compiled computation (``cost_analysis``), 0 if unavailable."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):  # older jax returns one dict per computation
+        cost = cost[0] if cost else {}
+    return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     """Measured fp32 matmul throughput of the default device, GFLOP/s (2n³ flops per product)."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
@@ -62,6 +107,90 @@ def copy_bandwidth_gbs(n_floats: int = 64 * 2**20, repeats: int = 5) -> float:
     x = jnp.zeros((n_floats,), jnp.float32)
     t = time_jax(lambda v: v + 1.0, x, repeats=repeats)["median_s"]
     return 2 * 4 * n_floats / t / 1e9
+
+
+def numpy_matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul throughput of NumPy's BLAS, GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    t = time_host(np.matmul, a, b, repeats=repeats)["median_s"]
+    return 2 * n**3 / t / 1e9
+
+
+def numpy_copy_bandwidth_gbs(n_floats: int = 64 * 2**20, repeats: int = 5) -> float:
+    """Measured memory bandwidth of ``np.copyto`` (one read and one write), GB/s."""
+    src = np.ones((n_floats,), np.float32)
+    dst = np.empty_like(src)
+    t = time_host(np.copyto, dst, src, repeats=repeats)["median_s"]
+    return 2 * 4 * n_floats / t / 1e9
+
+
+def machine_floors(quick: bool = False, repeats: int = 5) -> dict:
+    """The compute and bandwidth ceilings of this machine, measured now.
+
+    fp32 matmul peak from a large JAX (XLA) and NumPy (BLAS) product, and copy bandwidth from
+    an XLA elementwise ``x + 1`` and ``np.copyto`` (an XLA elementwise loop may run on one
+    thread on CPU). Each ceiling is the better of the two; ``*_source`` says which.
+    """
+    n = 1024 if quick else 2048
+    n_floats = (16 if quick else 64) * 2**20
+    matmul = {
+        "jax": matmul_peak_gflops(n, repeats),
+        "numpy": numpy_matmul_peak_gflops(n, repeats),
+    }
+    copy = {
+        "jax": copy_bandwidth_gbs(n_floats, repeats),
+        "numpy": numpy_copy_bandwidth_gbs(n_floats, repeats),
+    }
+    best_matmul = max(matmul, key=matmul.get)
+    best_copy = max(copy, key=copy.get)
+    return {
+        "matmul_n": n,
+        "copy_floats": n_floats,
+        "matmul_gflops": matmul,
+        "copy_gbs": copy,
+        "peak_gflops": matmul[best_matmul],
+        "peak_source": best_matmul,
+        "bandwidth_gbs": copy[best_copy],
+        "bandwidth_source": best_copy,
+    }
+
+
+def floors_markdown(floors: dict) -> str:
+    """One line naming the measured ceilings and where each came from."""
+    m, c = floors["matmul_gflops"], floors["copy_gbs"]
+    return (
+        f"Ceilings measured in this run: fp32 matmul peak {floors['peak_gflops']:.0f} GFLOP/s "
+        f"({floors['peak_source']}; JAX {m['jax']:.0f}, NumPy {m['numpy']:.0f}, "
+        f"{floors['matmul_n']}² product); copy bandwidth {floors['bandwidth_gbs']:.1f} GB/s "
+        f"({floors['bandwidth_source']}; XLA x+1 {c['jax']:.1f}, np.copyto {c['numpy']:.1f})."
+    )
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (other processes share the cores), if the OS reports it."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def import_torch(threads: int | None = None):
+    """PyTorch, or None with a message on stderr when it is not installed (optional extra)."""
+    # Idle OpenMP workers sleep instead of spinning, so that PyTorch timed back to back with
+    # JAX does not take the cores from the next JAX call (only effective before the import).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import torch
+    except ImportError:
+        import sys
+
+        print("PyTorch is not installed: skipping the PyTorch references", file=sys.stderr)
+        return None
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch
 
 
 def roofline_fraction(
@@ -119,12 +248,22 @@ def trajectory_steps_per_s(n_traj: int, horizon: int, seconds: float) -> float:
 
 
 __all__ = [
+    "blocking",
+    "compile_jax",
     "copy_bandwidth_gbs",
+    "cost_flops",
+    "floors_markdown",
+    "import_torch",
+    "load_average",
+    "machine_floors",
     "machine_info",
     "markdown_table",
     "matmul_peak_gflops",
+    "numpy_copy_bandwidth_gbs",
+    "numpy_matmul_peak_gflops",
     "roofline_fraction",
     "time_host",
+    "time_interleaved",
     "time_jax",
     "trajectory_steps_per_s",
     "write_results",
@@ -178,7 +317,7 @@ def assemble_results(folder: Path | None = None, out: Path | None = None) -> Pat
     parts += [
         f"Machine: {info['cpu']}, {info['cores']} cores; JAX {info['versions'].get('jax')} "
         f"on {info['backend']} ({', '.join(info['devices'])}); git {info['git_revision']}.",
-        f"Assembled {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC by "
+        f"Assembled {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC by "
         "`rmft bench`. Each table comes from one process; ratios are measured within that run.",
         "",
     ]

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from rmft_theory import sharding
 from rmft_theory.analysis import invariant_report
 from rmft_theory.baselines import ftl_policies, ftrl_policies, hedge_policies
 from rmft_theory.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -47,11 +48,13 @@ from rmft_theory.progress import Timings, compile_timed
 from rmft_theory.regret import best_fixed_value, cumulative_regret
 from rmft_theory.rollout import (
     Exploration,
-    explore,
+    earned_from_draws,
     model_outputs,
     noise_free_policies,
+    policies_from_draws,
     task_chunk_size,
-    task_earned,
+    task_draws,
+    task_elements,
 )
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import sample_batch
@@ -93,8 +96,8 @@ class FilterConfig:
         common and regret and reward selection coincide; they differ only when pooled.
       heldout_tasks: fixed held-out tasks for the per-iteration evaluation.
       task_chunk: at most this many tasks rolled out together (the iteration takes chunks of
-        about 1024 trajectories, :func:`rmft_theory.rollout.task_chunk_size`; memory is
-        bounded by ``task_chunk·L·T·d``).
+        about ``rollout.CHUNK_ELEMENTS`` floats, :func:`rmft_theory.rollout.task_chunk_size`;
+        memory is bounded by ``task_chunk·L·T·d``).
       uniform_mix: bandit environments only: uniform exploration γ ∈ [0, 1] of the sampling
         policy ``(1 − γ) softmax(g/τ) + γ/d`` (:mod:`rmft_theory.bandit_rollout`).
     """
@@ -330,6 +333,7 @@ def make_iteration(
     env: GaussianFOL,
     config: FilterConfig,
     metrics_fn: Callable | None = None,
+    mesh=None,
 ):
     """A pure ``iteration(state, heldout) -> (state, metrics)``: one filter iteration (THEORY §4).
 
@@ -338,10 +342,17 @@ def make_iteration(
     (:data:`QUANTILES`), the kept-set threshold (mean over tasks of the k-th lowest score in
     regret units, or the pooled threshold), the kept trajectories' mean regret, the fine-tuning
     loss before and after, and :func:`make_evaluate`'s held-out metrics after fine-tuning.
+
+    With a ``mesh`` (:func:`rmft_theory.sharding.make_mesh`), rollout and selection run on
+    each device's share of the M tasks and fine-tuning splits the kept set over all devices
+    (:mod:`rmft_theory.sharding`); M and the kept-set size must be divisible by the device
+    count. The result equals the single-device one up to float rounding.
     """
     if getattr(env, "feedback", "full") == "bandit":
         from rmft_theory import bandit_filter  # deferred: bandit_filter imports this module
 
+        if mesh is not None:
+            raise ValueError("mesh is not supported for bandit environments yet")
         return bandit_filter.make_iteration(apply_fn, env, config, metrics_fn)
     if config.selection == "pseudo-regret" or config.uniform_mix:
         raise ValueError(
@@ -351,30 +362,27 @@ def make_iteration(
     exploration = config.exploration
     M, L, k = config.tasks, config.rollouts, config.keep
     evaluate = make_evaluate(apply_fn, config, metrics_fn)
-    chunk = task_chunk_size(M, L, config.task_chunk)  # ~1024 trajectories, ≤ task_chunk tasks
-
-    def task_policies(key, g_TxD):
-        return jax.vmap(explore, in_axes=(0, None, None))(
-            jax.random.split(key, L), g_TxD, exploration
-        )
+    T, d = env.horizon, env.d
+    # Tasks per lax.map chunk: ~CHUNK_ELEMENTS floats, at most task_chunk (rollout.py).
+    M_local = M // (1 if mesh is None else sharding.axis_size(mesh, sharding.TASKS))
+    chunk = task_chunk_size(M_local, task_elements(exploration, L, T, d), config.task_chunk)
 
     def task_select(xs):
-        # Score all L trajectories without storing their policies (rollout.task_earned), then
-        # recompute the policies of the k kept ones from their keys: O(k T d) memory, not L.
+        # Score all L trajectories without forming their policies (earned_from_draws), then
+        # build the policies of the k kept ones from their rows of the task's draws.
         key, g_TxD, rewards_TxD = xs
-        keys_L = jax.random.split(key, L)
-        earned_L = task_earned(keys_L, g_TxD, rewards_TxD, exploration)
+        draws = task_draws(key, g_TxD, exploration, L)
+        earned_L = earned_from_draws(g_TxD, rewards_TxD, draws, exploration)
         best = best_fixed_value(jnp.sum(rewards_TxD, axis=0), exploration.space, exploration.radius)
         regret_L = best - earned_L
         score_L = regret_L if config.selection == "regret" else -earned_L
         idx_k = select_lowest(score_L, k)
-        pi_kxTxD = jax.vmap(explore, in_axes=(0, None, None))(keys_L[idx_k], g_TxD, exploration)
-        target_TxD = jnp.mean(pi_kxTxD, axis=0)
+        target_TxD = jnp.mean(policies_from_draws(g_TxD, draws[idx_k], exploration), axis=0)
         return regret_L, score_L, target_TxD, jnp.mean(regret_L[idx_k]), regret_L[idx_k[-1]]
 
     def task_masked_target(xs):
         key, g_TxD, mask_L = xs
-        pi_LxTxD = task_policies(key, g_TxD)
+        pi_LxTxD = policies_from_draws(g_TxD, task_draws(key, g_TxD, exploration, L), exploration)
         count = jnp.sum(mask_L)
         return jnp.einsum("l,ltd->td", mask_L, pi_LxTxD) / jnp.maximum(count, 1.0), count
 
@@ -386,8 +394,8 @@ def make_iteration(
         rewards_MxTxD = sample_batch(key_tasks, key_rewards, env, M)
         g_MxTxD = jax.vmap(lambda r: model_outputs(apply_fn, state.params, r))(rewards_MxTxD)
 
-        regret_MxL, score_MxL, target_MxTxD, kept_regret_M, threshold_M = jax.lax.map(
-            task_select, (keys_M, g_MxTxD, rewards_MxTxD), batch_size=chunk
+        regret_MxL, score_MxL, target_MxTxD, kept_regret_M, threshold_M = (
+            sharding.map_tasks_sharded(task_select, (keys_M, g_MxTxD, rewards_MxTxD), chunk, mesh)
         )
         if config.scope == "task":
             weights_M = jnp.full((M,), 1.0 / M, g_MxTxD.dtype)
@@ -395,8 +403,8 @@ def make_iteration(
             kept_regret = jnp.mean(kept_regret_M)
         else:
             mask_MxL = pooled_mask(score_MxL, M * k)
-            target_MxTxD, count_M = jax.lax.map(
-                task_masked_target, (keys_M, g_MxTxD, mask_MxL), batch_size=chunk
+            target_MxTxD, count_M = sharding.map_tasks_sharded(
+                task_masked_target, (keys_M, g_MxTxD, mask_MxL), chunk, mesh
             )
             weights_M = count_M / (M * k)
             kept_regret = jnp.sum(mask_MxL * regret_MxL) / (M * k)
@@ -410,7 +418,8 @@ def make_iteration(
             )
         )
         start = state.base_params if config.from_base else state.params
-        params, opt_state, losses = finetune(apply_fn, start, buffer, config)
+        kept = buffer if mesh is None else sharding.shard_kept(buffer, mesh)
+        params, opt_state, losses = finetune(apply_fn, start, kept, config)
         flat = regret_MxL.reshape(-1)
         metrics = {
             "regret_mean": jnp.mean(flat),
@@ -566,6 +575,7 @@ def run_filter(
     stop_after: int | None = None,
     quiet: bool = False,
     desc: str = "rmft",
+    mesh=None,
 ) -> FilterResult:
     """Run the regret filter; checkpoint after every iteration and resume from a checkpoint.
 
@@ -582,6 +592,8 @@ def run_filter(
       stop_after: stop once this many iterations have finished (default: all of them).
       quiet: no progress bar or compile-time line.
       desc: the progress bar's label.
+      mesh: run each iteration over these devices (:func:`rmft_theory.sharding.make_mesh`;
+        see :func:`make_iteration`).
     """
     apply_fn = apply_function(model)
     if params is None:
@@ -629,7 +641,7 @@ def run_filter(
     compile_s = run_s = 0.0
     if start < stop:
         compiled, compile_s = compile_timed(
-            make_iteration(apply_fn, env, config, metrics_fn), state, heldout
+            make_iteration(apply_fn, env, config, metrics_fn, mesh=mesh), state, heldout
         )
         if not quiet:
             print(f"[{desc}] compiled one iteration in {compile_s:.2f}s", file=sys.stderr)

@@ -13,6 +13,12 @@ and only the exploration noise differs across the L trajectories:
 
 ``Proj`` is the Euclidean projection onto the policy space (ball ``B(0, ρ)`` or simplex).
 Memory is linear in T: the model is O(T) per task, and the exploration is elementwise in t.
+
+Randomness: one key per task; :func:`task_draws` draws the exploration of all L trajectories
+of the task in one call (trajectory l is row l), so the filter can score every trajectory
+without storing policies (:func:`rollout_scores`, :func:`earned_from_draws`) and rebuild the
+policies of the kept ones from their rows (:func:`policies_from_draws`). The layout and the
+PRNG were chosen by measurement (benchmarks/bench_rollout.py).
 """
 
 from __future__ import annotations
@@ -77,25 +83,112 @@ def noise_free_policies(g_TxD: jax.Array, exploration: Exploration) -> jax.Array
     return jax.vmap(project, in_axes=(0, None, None))(g_TxD, exploration.space, exploration.radius)
 
 
+def gaussian_noise(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """Standard Gaussians for the exploration noise, with threefry's sequential counters.
+
+    ``jax.threefry_partitionable(False)``: the default (partitionable) layout spends one
+    threefry hash per 32-bit word, the sequential one a hash per two words. On this CPU the
+    rollout with per-step noise ran 1.3-1.6× faster with it, the fastest of the PRNGs measured
+    (threefry2x32 in either layout, threefry4x32, philox4x32, rbg, unsafe_rbg;
+    benchmarks/bench_rollout.py, the per-step RNG table). Draws are per task, never sharded
+    within one call, so the partitionable layout would buy nothing here.
+    """
+    with jax.threefry_partitionable(False):
+        return jax.random.normal(key, shape, dtype)
+
+
+def task_draws(
+    key: jax.Array, g_TxD: jax.Array, exploration: Exploration, n_rollouts: int
+) -> jax.Array:
+    """The random part of a task's L exploring trajectories, from one key per task.
+
+    One call per task (measured faster than one key per trajectory: a third of the time for
+    per-trajectory noise): per-trajectory noise ``s ξ_l``, shape (L, d); per-step noise
+    ``s ξ_{l,t}``, (L, T, d); sampled actions ``a_{l,t} ~ softmax(g_t/τ)``, (L, T) int32;
+    ``none``: zeros (L, d). Trajectory l is row l, so :func:`policies_from_draws` of any rows
+    rebuilds those trajectories (the filter keeps k of them).
+    """
+    T, d = g_TxD.shape
+    L, kind, dtype = n_rollouts, exploration.kind, g_TxD.dtype
+    if kind == "actions":
+        logits = g_TxD / exploration.temperature
+        return jax.random.categorical(key, logits, axis=-1, shape=(L, T)).astype(jnp.int32)
+    if kind == "per-step":
+        return exploration.scale * gaussian_noise(key, (L, T, d), dtype)
+    if kind == "per-trajectory":
+        return exploration.scale * gaussian_noise(key, (L, d), dtype)
+    return jnp.zeros((L, d), dtype)
+
+
+def policies_from_draws(g_TxD: jax.Array, draws: jax.Array, exploration: Exploration) -> jax.Array:
+    """The (L, T, d) policies of the trajectories with these :func:`task_draws` rows.
+
+    ``Proj(g_t + n)`` for Gaussian noise (``n`` constant in t for per-trajectory noise), the
+    one-hot ``e_{a_t}`` for sampled actions, ``Proj(g_t)`` for ``none``.
+    """
+    d = g_TxD.shape[1]
+    if exploration.kind == "actions":
+        return jax.nn.one_hot(draws, d, dtype=g_TxD.dtype)
+    offsets = draws[:, None, :] if draws.ndim == 2 else draws
+    x_LxTxD = g_TxD[None] + offsets
+    proj = jax.vmap(project, in_axes=(0, None, None))
+    return jax.vmap(proj, in_axes=(0, None, None))(x_LxTxD, exploration.space, exploration.radius)
+
+
 def explore(key: jax.Array, g_TxD: jax.Array, exploration: Exploration) -> jax.Array:
     """One exploring trajectory's (T, d) policies from the model outputs ``g_t`` (THEORY §4).
 
     Per-trajectory noise draws one ``ξ`` of shape (d,) and adds ``s ξ`` at every round;
     per-step noise draws ``ξ_t`` of shape (T, d). Both are projected onto the policy space.
     Action sampling returns one-hot policies ``e_{a_t}`` with ``a_t ~ softmax(g_t/τ)``.
+    The same as the first trajectory of a task rolled out from ``key``.
     """
-    T, d = g_TxD.shape
-    kind = exploration.kind
-    if kind == "actions":
-        a_T = jax.random.categorical(key, g_TxD / exploration.temperature, axis=-1)
-        return jax.nn.one_hot(a_T, d, dtype=g_TxD.dtype)
-    if kind == "per-trajectory":
-        x_TxD = g_TxD + exploration.scale * jax.random.normal(key, (d,), g_TxD.dtype)[None, :]
-    elif kind == "per-step":
-        x_TxD = g_TxD + exploration.scale * jax.random.normal(key, (T, d), g_TxD.dtype)
-    else:
-        x_TxD = g_TxD
-    return jax.vmap(project, in_axes=(0, None, None))(x_TxD, exploration.space, exploration.radius)
+    draws = task_draws(key, g_TxD, exploration, 1)
+    return policies_from_draws(g_TxD, draws, exploration)[0]
+
+
+def _ball_scale(sq: jax.Array, radius: float) -> jax.Array:
+    """``min(1, ρ/‖x‖)`` from ``‖x‖²``: :func:`rmft_theory.spaces.project_ball`'s factor up to
+    rounding (``min`` and ``rsqrt`` instead of a select; 1 at ``x = 0``; 7% faster rollout)."""
+    tiny = jnp.finfo(sq.dtype).tiny
+    return jnp.minimum(1.0, radius * jax.lax.rsqrt(jnp.maximum(sq, tiny)))
+
+
+def earned_from_draws(
+    g_TxD: jax.Array, rewards_TxD: jax.Array, draws: jax.Array, exploration: Exploration
+) -> jax.Array:
+    """Total reward ``Σ_t <π_t, R_t>`` of each trajectory, (L,), without storing its policies.
+
+    Equal to ``einsum("ltd,td->l", policies_from_draws(g, draws), R)`` up to float rounding.
+    On the ball, per-trajectory noise ``n_l`` uses the collapsed form
+    ``‖g_t + n_l‖² = ‖g_t‖² + 2<g_t, n_l> + ‖n_l‖²``, ``<g_t + n_l, R_t> = <g_t, R_t> +
+    <n_l, R_t>``: two (T, d)×(d, L) products and one O(T L) elementwise pass instead of
+    O(T L d) (the rollout ran 7× faster than forming and storing the policies at
+    M = L = 64, T = 200, d = 8). Per-step
+    noise is one fused pass over (L, T, d); ``none`` evaluates its single trajectory once.
+    The simplex and sampled actions form the policies.
+    """
+    kind, space, radius = exploration.kind, exploration.space, exploration.radius
+    L = draws.shape[0]
+    if kind == "none":
+        pi_TxD = policies_from_draws(g_TxD, draws[:1], exploration)[0]
+        return jnp.broadcast_to(jnp.sum(pi_TxD * rewards_TxD), (L,))
+    if space == "ball" and kind == "per-trajectory":
+        n_LxD = draws
+        sq_TxL = (
+            jnp.sum(g_TxD * g_TxD, axis=-1)[:, None]
+            + 2.0 * (g_TxD @ n_LxD.T)
+            + jnp.sum(n_LxD * n_LxD, axis=-1)[None, :]
+        )
+        dot_TxL = jnp.sum(g_TxD * rewards_TxD, axis=-1)[:, None] + rewards_TxD @ n_LxD.T
+        return jnp.sum(_ball_scale(sq_TxL, radius) * dot_TxL, axis=0)
+    if space == "ball" and kind == "per-step":
+        x_LxTxD = g_TxD[None] + draws
+        sq_LxT = jnp.sum(x_LxTxD * x_LxTxD, axis=-1)
+        dot_LxT = jnp.sum(x_LxTxD * rewards_TxD[None], axis=-1)
+        return jnp.sum(_ball_scale(sq_LxT, radius) * dot_LxT, axis=-1)
+    pi_LxTxD = policies_from_draws(g_TxD, draws, exploration)
+    return jnp.einsum("ltd,td->l", pi_LxTxD, rewards_TxD)
 
 
 def model_outputs(apply_fn: ApplyFn, params, rewards_TxD: jax.Array) -> jax.Array:
@@ -132,16 +225,17 @@ def rollout_task(
     """Roll out ``n_rollouts`` exploring trajectories on one task; the model runs once.
 
     Returns the policies, sampled actions, the (shared) rewards, and each trajectory's static
-    regret ``max_{π∈Π} <π, S_T> − Σ_t <π_t, R_t>`` (THEORY §1).
+    regret ``max_{π∈Π} <π, S_T> − Σ_t <π_t, R_t>`` (THEORY §1). The randomness of all L
+    trajectories comes from ``key`` (:func:`task_draws`).
     """
     check_positive_int("rollouts", n_rollouts)
     g_TxD = model_outputs(apply_fn, params, rewards_TxD)
-    keys_L = jax.random.split(key, n_rollouts)
-    pi_LxTxD = jax.vmap(explore, in_axes=(0, None, None))(keys_L, g_TxD, exploration)
+    draws = task_draws(key, g_TxD, exploration, n_rollouts)
+    pi_LxTxD = policies_from_draws(g_TxD, draws, exploration)
     earned_L = jnp.einsum("ltd,td->l", pi_LxTxD, rewards_TxD)
     best = best_fixed_value(jnp.sum(rewards_TxD, axis=0), exploration.space, exploration.radius)
     if exploration.kind == "actions":
-        actions_LxT = jnp.argmax(pi_LxTxD, axis=-1).astype(jnp.int32)
+        actions_LxT = draws
     else:
         actions_LxT = jnp.full(pi_LxTxD.shape[:2], -1, jnp.int32)
     return TaskRollout(pi_LxTxD, actions_LxT, rewards_TxD, best - earned_L, earned_L)
@@ -156,14 +250,19 @@ def rollout(
     n_rollouts: int,
 ) -> TaskRollout:
     """:func:`rollout_task` vmapped over M tasks (one key each): fields gain a leading M axis."""
-    if rewards_MxTxD.ndim != 3:
-        raise ValueError(f"rewards must have shape (M, T, d), got {tuple(rewards_MxTxD.shape)}")
-    if rewards_MxTxD.shape[1] < 1:
-        raise ValueError(f"horizon must be >= 1, got T={rewards_MxTxD.shape[1]}")
+    check_task_batch(rewards_MxTxD)
     keys_M = jax.random.split(key, rewards_MxTxD.shape[0])
     return jax.vmap(rollout_task, in_axes=(None, None, 0, 0, None, None))(
         apply_fn, params, rewards_MxTxD, keys_M, exploration, n_rollouts
     )
+
+
+def check_task_batch(rewards_MxTxD: jax.Array) -> None:
+    """Raise a ValueError unless the rewards have shape (M, T, d) with T >= 1."""
+    if rewards_MxTxD.ndim != 3:
+        raise ValueError(f"rewards must have shape (M, T, d), got {tuple(rewards_MxTxD.shape)}")
+    if rewards_MxTxD.shape[1] < 1:
+        raise ValueError(f"horizon must be >= 1, got T={rewards_MxTxD.shape[1]}")
 
 
 def make_rollout(apply_fn: ApplyFn, exploration: Exploration, n_rollouts: int) -> Callable:
@@ -173,6 +272,113 @@ def make_rollout(apply_fn: ApplyFn, exploration: Exploration, n_rollouts: int) -
         return rollout(apply_fn, params, rewards_MxTxD, key, exploration, n_rollouts)
 
     return jax.jit(run)
+
+
+# Elements (floats per trajectory-step slice) processed per chunk of tasks. Measured on a 2-core
+# CPU at T = 200, d = 8 (benchmarks/bench_rollout.py): per-step noise ran 1.6× faster in chunks
+# of ~1024 trajectories (2^21 floats of noise) than with 4096 at once, and the collapsed
+# per-trajectory form fastest at ~8k trajectories (its (T, L) arrays are d times smaller); at
+# B = 65536 unchunked runs were 2× slower. The chunk keeps a task chunk's arrays in cache.
+CHUNK_ELEMENTS = 2**21
+
+
+def task_elements(exploration: Exploration, n_rollouts: int, horizon: int, d: int) -> int:
+    """Floats per task in the scoring pass: L·T for the collapsed form, L·T·d otherwise."""
+    collapsed = exploration.space == "ball" and exploration.kind in ("per-trajectory", "none")
+    return n_rollouts * horizon * (1 if collapsed else d)
+
+
+def task_chunk_size(n_tasks: int, elements_per_task: int, max_tasks: int | None = None) -> int:
+    """Tasks per ``lax.map`` chunk: about :data:`CHUNK_ELEMENTS` floats, at most ``max_tasks``.
+
+    At least two tasks: XLA on CPU compiled a chunk of one task (batch dimension 1, which it
+    squeezes away) into a 2-3× slower program per task than a chunk of two (per-step noise,
+    T = 2000; benchmarks/bench_rollout.py).
+    """
+    chunk = max(2, CHUNK_ELEMENTS // max(1, elements_per_task))
+    if max_tasks is not None:
+        chunk = min(chunk, max_tasks)
+    return max(1, min(chunk, n_tasks))
+
+
+class RolloutScores(NamedTuple):
+    """Regret and total reward of every trajectory, without its policies (see rollout_scores)."""
+
+    regret: jax.Array  # (M, L) static regret
+    earned: jax.Array  # (M, L) total reward Σ_t <π_t, R_t>
+
+
+def task_scores(
+    apply_fn: ApplyFn,
+    params,
+    rewards_TxD: jax.Array,
+    key: jax.Array,
+    exploration: Exploration,
+    n_rollouts: int,
+    rows: tuple[jax.Array | int, int] | None = None,
+) -> RolloutScores:
+    """Regret and total reward of one task's trajectories, (L,) each: the model runs once.
+
+    ``rows = (start, size)`` scores only trajectories ``start .. start + size − 1`` of the
+    task's ``n_rollouts`` (the same numbers as scoring all of them; ``start`` may be traced),
+    which is how :mod:`rmft_theory.sharding` splits a task's trajectories over devices.
+    """
+    g_TxD = model_outputs(apply_fn, params, rewards_TxD)
+    draws = task_draws(key, g_TxD, exploration, n_rollouts)
+    if rows is not None:
+        draws = jax.lax.dynamic_slice_in_dim(draws, rows[0], rows[1], axis=0)
+    earned_L = earned_from_draws(g_TxD, rewards_TxD, draws, exploration)
+    best = best_fixed_value(jnp.sum(rewards_TxD, axis=0), exploration.space, exploration.radius)
+    return RolloutScores(best - earned_L, earned_L)
+
+
+def map_task_scores(
+    apply_fn: ApplyFn,
+    params,
+    rewards_MxTxD: jax.Array,
+    keys_M: jax.Array,
+    exploration: Exploration,
+    n_rollouts: int,
+    task_chunk: int | None = None,
+    rows: tuple[jax.Array | int, int] | None = None,
+) -> RolloutScores:
+    """:func:`task_scores` of M tasks with their keys, in ``lax.map`` chunks of tasks."""
+    M, T, d = rewards_MxTxD.shape
+    n_scored = n_rollouts if rows is None else rows[1]
+    chunk = task_chunk_size(M, task_elements(exploration, n_scored, T, d), task_chunk)
+
+    def one(xs):
+        key_m, rewards_TxD = xs
+        return task_scores(apply_fn, params, rewards_TxD, key_m, exploration, n_rollouts, rows)
+
+    return jax.lax.map(one, (keys_M, rewards_MxTxD), batch_size=chunk)
+
+
+def rollout_scores(
+    apply_fn: ApplyFn,
+    params,
+    rewards_MxTxD: jax.Array,
+    key: jax.Array,
+    exploration: Exploration,
+    n_rollouts: int,
+    task_chunk: int | None = None,
+) -> RolloutScores:
+    """Each trajectory's regret and total reward, as :func:`rollout` but storing no policies.
+
+    The same keys, draws and policies as ``rollout(apply_fn, params, rewards, key, ...)`` (task
+    m draws from ``split(key, M)[m]``), so the kept trajectories' policies can be rebuilt from
+    :func:`task_draws`; the scores agree with :func:`rollout`'s up to float rounding
+    (:func:`earned_from_draws`). The model runs once per task. Tasks go through ``lax.map`` in
+    chunks of :func:`task_chunk_size` (at most ``task_chunk``), so memory is
+    O(chunk · L · T · d) and no (M, L, T, d) array is formed. Returns (M, L) fields.
+    For several devices see :func:`rmft_theory.sharding.sharded_rollout_scores`.
+    """
+    check_positive_int("rollouts", n_rollouts)
+    check_task_batch(rewards_MxTxD)
+    keys_M = jax.random.split(key, rewards_MxTxD.shape[0])
+    return map_task_scores(
+        apply_fn, params, rewards_MxTxD, keys_M, exploration, n_rollouts, task_chunk
+    )
 
 
 def trajectory_regrets(

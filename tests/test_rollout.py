@@ -13,11 +13,16 @@ from rmft_theory.models import lsa_apply, params_from_weights
 from rmft_theory.regret import best_fixed_value, static_regret
 from rmft_theory.rollout import (
     Exploration,
+    earned_from_draws,
     explore,
     make_rollout,
     noise_free_policies,
+    policies_from_draws,
     rollout,
+    rollout_scores,
     rollout_task,
+    task_chunk_size,
+    task_draws,
     trajectory_regrets,
 )
 
@@ -182,3 +187,73 @@ def test_rollout_errors_name_the_parameter():
         rollout(lambda p, r: r[:, :2], PARAMS, REWARDS, key, e, L)
     with pytest.raises(ValueError, match=r"^horizon must"):
         GaussianFOL(d=D, horizon=0)
+
+
+# ---------------------------------------------------------------- score-only rollouts
+
+
+@pytest.mark.parametrize("which", range(len(EXPLORATIONS)))
+def test_rollout_scores_equal_rollout_without_policies(which):
+    # rollout_scores draws the same numbers as rollout and scores without forming policies
+    # (the collapsed (T, L) form on the ball with per-trajectory noise, a fused pass for
+    # per-step noise): equal up to float32 reassociation of T·d = 21 O(1) products, 1e-5.
+    e = EXPLORATIONS[which]
+    key = jax.random.key(10)
+    full = ROLLOUTS[e](PARAMS, REWARDS, key)
+    scores = jax.jit(lambda k: rollout_scores(linear_model, PARAMS, REWARDS, k, e, L))(key)
+    np.testing.assert_allclose(scores.regret, full.regret, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores.earned, full.earned, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["per-trajectory", "per-step"])
+def test_collapsed_earned_equals_direct_form_with_active_projection(kind):
+    # Noise of scale 1.5 on a ball of radius 2.5: some policies are projected, some are not,
+    # so both branches of the projection scale are exercised.
+    e = Exploration(kind, 1.5, space="ball", radius=2.5)
+    g = linear_model(PARAMS, REWARDS[0])
+    draws = task_draws(jax.random.key(11), g, e, 64)
+    pi = policies_from_draws(g, draws, e)
+    norms = np.linalg.norm(
+        np.asarray(g[None] + (draws[:, None] if draws.ndim == 2 else draws)), axis=-1
+    )
+    assert 0.05 < float(np.mean(norms > e.radius)) < 0.999
+    direct = jnp.einsum("ltd,td->l", pi, REWARDS[0])
+    # float32 sums of T = 7 terms <π_t, R_t> of size ≤ 2.5·‖R_t‖ ≲ 10 (≤ 70 in all), summed
+    # in another order: 5e-5 absolute (≈ 6 ulp of the largest sum).
+    np.testing.assert_allclose(earned_from_draws(g, REWARDS[0], draws, e), direct, atol=5e-5)
+
+
+def test_rollout_scores_do_not_depend_on_the_task_chunk():
+    e = EXPLORATIONS[0]
+    key = jax.random.key(12)
+    runs = [
+        rollout_scores(linear_model, PARAMS, REWARDS, key, e, L, task_chunk=c) for c in (1, 2, M)
+    ]
+    # Same draws and maths per task; XLA may vectorise a chunk of 1 and of 3 tasks differently,
+    # which moves float32 results by an ulp or so: 1e-6 relative.
+    for r in runs[1:]:
+        np.testing.assert_allclose(r.regret, runs[0].regret, rtol=1e-6, atol=1e-6)
+
+
+def test_explore_is_the_first_trajectory_of_a_task():
+    g = linear_model(PARAMS, REWARDS[0])
+    key = jax.random.key(13)
+    for e in EXPLORATIONS:
+        one = explore(key, g, e)
+        task = rollout_task(lambda p, r: g, PARAMS, REWARDS[0], key, e, 1).policies[0]
+        np.testing.assert_array_equal(one, task)
+
+
+def test_task_draws_shapes():
+    g = jnp.zeros((T, D))
+    key = jax.random.key(14)
+    shapes = {e.kind: task_draws(key, g, e, L).shape for e in EXPLORATIONS}
+    assert shapes == {
+        "per-step": (L, T, D),
+        "per-trajectory": (L, D),
+        "actions": (L, T),
+        "none": (L, D),
+    }
+    assert task_chunk_size(10, 2**30) == 2 and task_chunk_size(10, 1) == 10
+    assert task_chunk_size(1, 2**30) == 1
+    assert task_chunk_size(10, 1, max_tasks=3) == 3

@@ -36,13 +36,23 @@ def key_vector(params) -> jax.Array:
     return K.T @ (Q @ query_vector(K.shape[0] - 1, K.dtype))
 
 
+def exclusive_prefix_sum(x_TxE: jax.Array) -> jax.Array:
+    """``z_{t−1} = Σ_{i<t} x_i`` for t = 1..T (``z_0 = 0``), one ``lax.scan`` over t.
+
+    A sequential scan rather than ``jnp.cumsum``: on CPU XLA lowers ``cumsum`` to a blocked
+    reduce-window, and the scan made the vmapped LSA forward pass 1.5-1.8× and the fine-tuning
+    step 1.2-1.8× faster at T = 50-2000 (benchmarks/bench_finetune.py records the comparison).
+    """
+    z_0 = jnp.zeros(x_TxE.shape[1:], x_TxE.dtype)
+    _, z_prev_TxE = jax.lax.scan(lambda z, x: (z + x, z), z_0, x_TxE)
+    return z_prev_TxE
+
+
 def lsa_apply(params, rewards_TxD: jax.Array) -> jax.Array:
     """O(T) causal evaluation by an exclusive prefix sum; returns the (T, d) outputs ``g_t``."""
     e_TxE = embed(rewards_TxD)
     s_T = e_TxE @ key_vector(params)
-    z_TxE = jnp.cumsum(e_TxE * s_T[:, None], axis=0)
-    z_prev_TxE = jnp.concatenate([jnp.zeros_like(z_TxE[:1]), z_TxE[:-1]], axis=0)
-    return z_prev_TxE @ params["V"].T
+    return exclusive_prefix_sum(e_TxE * s_T[:, None]) @ params["V"].T
 
 
 def lsa_apply_quadratic(params, rewards_TxD: jax.Array) -> jax.Array:

@@ -1,0 +1,265 @@
+"""The regret filter's fine-tuning step on the single-layer LSA against PyTorch.
+
+The work: one Adam step (constant learning rate) on the filter's kept set in per-task form
+(C tasks' rewards, mean kept policies and weights; :func:`rmft_theory.rmft.finetune`), i.e. the
+LSA forward pass on C sequences of T rounds, the weighted MSE to the targets, its gradient and
+the Adam update. JAX runs ``finetune`` itself (``--steps`` steps in one ``lax.scan``; the time
+per step is the total over the steps); PyTorch runs the same loss and ``torch.optim.Adam`` in a
+Python loop, eager and under ``torch.compile`` (skipped with a message if it fails; PyTorch
+itself is optional). PyTorch uses the faster of 1 and all intra-op threads, measured here.
+Before timing, both run a few steps from the same parameters and must agree (float32).
+
+A second table compares prefix-sum forms inside the JAX fine-tuning step: ``jnp.cumsum``
+(the form before issue #6) against the ``lax.scan`` that :func:`rmft_theory.models.lsa.lsa_apply`
+now uses. Writes ``benchmarks/results/finetune.{json,md}``::
+
+    .venv/bin/python benchmarks/bench_finetune.py            # C ∈ {64, 256, 4096}
+    .venv/bin/python benchmarks/bench_finetune.py --quick    # < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rmft_theory.benchmarking import (
+    blocking,
+    compile_jax,
+    import_torch,
+    load_average,
+    markdown_table,
+    time_interleaved,
+    write_results,
+)
+from rmft_theory.models import lsa_apply, make_model
+from rmft_theory.models.lsa import embed, key_vector
+from rmft_theory.rmft import FilterConfig, KeptSet, finetune
+
+LR = 1e-2
+
+
+def kept_set(C: int, T: int, d: int):
+    """LSA parameters (flax init) and a kept set of C tasks with weights 1/C."""
+    params = make_model("lsa", d).init(jax.random.key(0), jnp.zeros((T, d)))["params"]
+    k1, k2 = jax.random.split(jax.random.key(1))
+    rewards = jax.random.normal(k1, (C, T, d))
+    targets = jnp.clip(0.1 * jax.random.normal(k2, (C, T, d)), -1.0, 1.0)
+    return params, KeptSet(rewards, targets, jnp.full((C,), 1.0 / C))
+
+
+def lsa_apply_cumsum(params, rewards_TxD):
+    """The LSA with ``jnp.cumsum`` prefix sums (the form before issue #6), for comparison."""
+    e_TxE = embed(rewards_TxD)
+    z_TxE = jnp.cumsum(e_TxE * (e_TxE @ key_vector(params))[:, None], axis=0)
+    z_prev = jnp.concatenate([jnp.zeros_like(z_TxE[:1]), z_TxE[:-1]], axis=0)
+    return z_prev @ params["V"].T
+
+
+def jax_steps(apply_fn, steps: int):
+    config = FilterConfig(finetune_steps=steps, learning_rate=LR, schedule="constant")
+
+    def run(params, kept):
+        return finetune(apply_fn, params, kept, config)[0]
+
+    return run
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+def torch_setup(torch, params, kept):
+    """PyTorch parameters (copies of ``params``), data and an Adam step closure."""
+    p = [torch.nn.Parameter(torch.from_numpy(np.array(params[n]))) for n in ("V", "K", "Q")]
+    R = torch.from_numpy(np.array(kept.rewards))
+    P = torch.from_numpy(np.array(kept.targets))
+    w = torch.from_numpy(np.array(kept.weights))
+    C, T, d = R.shape
+    ones = torch.ones(C, T, 1)
+    c = torch.zeros(d + 1)
+    c[-1] = 1.0
+    opt = torch.optim.Adam(p, lr=LR)
+
+    def loss_fn():
+        V, K, Q = p
+        e = torch.cat([R, ones], dim=-1)
+        x = e * (e @ (K.T @ (Q @ c)))[..., None]
+        z = torch.cumsum(x, dim=1) - x  # exclusive prefix sum
+        g = z @ V.T
+        per_task = ((g - P) ** 2).sum(-1).mean(-1)
+        return (w * per_task).sum() / w.sum()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return p, step
+
+
+def pick_threads(torch, step, repeats=3) -> int:
+    """The faster of 1 and ``os.cpu_count()`` threads for ``step``."""
+    times = {}
+    for n in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(n)
+        times[n] = time_interleaved({"s": step}, repeats)["s"]["median_s"]
+    best = min(times, key=times.get)
+    torch.set_num_threads(best)
+    return best
+
+
+def check_agreement(torch, C=8, T=12, d=3, steps=5) -> float:
+    """Max |param difference| after ``steps`` Adam steps in JAX and PyTorch from one start."""
+    params, kept = kept_set(C, T, d)
+    ours = jax.jit(jax_steps(lsa_apply, steps))(params, kept)
+    p, step = torch_setup(torch, params, kept)
+    for _ in range(steps):
+        step()
+    return max(
+        float(np.abs(np.asarray(ours[n]) - p[i].detach().numpy()).max())
+        for i, n in enumerate(("V", "K", "Q"))
+    )
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def bench_size(C, T, d, steps, repeats, torch, compile_torch) -> dict:
+    params, kept = kept_set(C, T, d)
+    calls, row = {}, {"C": C, "T": T, "d": d, "steps": steps}
+    for name, apply_fn in (("jax", lsa_apply), ("jax_cumsum", lsa_apply_cumsum)):
+        fn, compile_s = compile_jax(jax_steps(apply_fn, steps), params, kept)
+        calls[name] = blocking(fn, params, kept)
+        row[f"{name}_compile_s"] = compile_s
+    if torch is not None:
+        _, step = torch_setup(torch, params, kept)
+        row["torch_threads"] = pick_threads(torch, step)
+
+        def eager():
+            for _ in range(steps):
+                step()
+
+        calls["torch_eager"] = eager
+        if compile_torch:
+            try:
+                cstep = torch.compile(step)
+                t0 = time.perf_counter()
+                cstep()
+                row["torch_compile_s"] = time.perf_counter() - t0
+
+                def compiled():
+                    for _ in range(steps):
+                        cstep()
+
+                calls["torch_compile"] = compiled
+            except Exception as exc:  # inductor needs a working C++ toolchain
+                print(f"torch.compile failed, skipped: {exc!r:.200}", file=sys.stderr)
+                row["torch_compile"] = f"failed: {exc!r:.200}"
+    t = time_interleaved(calls, repeats)
+    ms = {n: 1e3 * v["median_s"] / steps for n, v in t.items()}
+    row["ms_per_step"] = ms
+    row["runs_s"] = {n: v["runs_s"] for n, v in t.items()}
+    row.update({f"{n}_ms": v for n, v in ms.items()})
+    row["scan_over_cumsum_speedup"] = ms["jax_cumsum"] / ms["jax"]
+    if "torch_eager" in ms:
+        row["vs_torch_eager"] = ms["torch_eager"] / ms["jax"]
+    if "torch_compile" in ms:
+        row["vs_torch_compile"] = ms["torch_compile"] / ms["jax"]
+    return row
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="two sizes, torch.compile on one")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed call (default 20)")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--no-torch", action="store_true")
+    args = p.parse_args(argv)
+    steps = args.steps or (10 if args.quick else 20)
+    repeats = args.repeats or (5 if args.quick else 7)
+    load_before = load_average()
+    torch = None if args.no_torch else import_torch()
+    sizes = (
+        [(256, 100, 5), (64, 200, 8)]
+        if args.quick
+        else [(256, 100, 5), (64, 200, 8), (256, 200, 8), (4096, 200, 8)]
+    )
+    max_diff = check_agreement(torch) if torch is not None else None
+    rows = []
+    for i, (C, T, d) in enumerate(sizes):
+        compile_torch = torch is not None and (not args.quick or i == 0)
+        big = C * T * d > 2**22
+        rows.append(
+            bench_size(C, T, d, max(2, steps // 4) if big else steps, repeats, torch, compile_torch)
+        )
+        print(f"C={C} T={T} d={d}: {rows[-1]['ms_per_step']}", file=sys.stderr)
+    payload = {
+        "benchmark": "finetune",
+        "quick": args.quick,
+        "settings": {"learning_rate": LR, "optimizer": "adam", "repeats": repeats},
+        "torch": "not installed: references skipped" if torch is None else "present",
+        "torch_agreement_max_abs_diff": max_diff,
+        "rows": rows,
+        "done_when": {
+            "finetune_vs_torch_compile>=1.5": all(
+                r.get("vs_torch_compile", 0) >= 1.5 for r in rows if "vs_torch_compile" in r
+            )
+            if any("vs_torch_compile" in r for r in rows)
+            else None,
+        },
+        "load_average_1min": {"before": load_before, "after": load_average()},
+    }
+    md = [
+        "One Adam step of the filter's fine-tuning (weighted MSE of the LSA outputs to the kept "
+        "policies, C tasks × T rounds) in ms per step; JAX runs `rmft.finetune` (steps in one "
+        "`lax.scan`), PyTorch the same loss and `torch.optim.Adam`. Ratios are PyTorch time over "
+        "JAX time, timed back to back in this run.",
+        "",
+    ]
+    if torch is None:
+        md.append("PyTorch is not installed: its columns are skipped.")
+    else:
+        md.append(f"JAX and PyTorch parameters after 5 steps agree to {max_diff:.2g}.")
+    md.append("")
+    md.append(
+        markdown_table(
+            rows,
+            [
+                "C",
+                "T",
+                "d",
+                "jax_ms",
+                "torch_eager_ms",
+                "torch_compile_ms",
+                "vs_torch_eager",
+                "vs_torch_compile",
+                "torch_threads",
+                "jax_compile_s",
+                "torch_compile_s",
+            ],
+        )
+    )
+    md += [
+        "",
+        "Prefix sums in the JAX step (`lsa_apply`): `jnp.cumsum` (before) against "
+        "`lax.scan` (now):",
+        "",
+    ]
+    md.append(
+        markdown_table(rows, ["C", "T", "d", "jax_cumsum_ms", "jax_ms", "scan_over_cumsum_speedup"])
+    )
+    md += ["", f"Load average (1 min) before/after: {load_before}/{load_average()}."]
+    write_results("finetune", payload, "\n".join(md))
+    print("\n".join(md))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

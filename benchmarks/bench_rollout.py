@@ -1,0 +1,675 @@
+"""The regret filter's rollout of the single-layer LSA against a NumPy loop and PyTorch.
+
+The work (THEORY §4, one filter rollout): draw M Gaussian tasks of T rounds in d coordinates,
+run the model once per task (the L trajectories of a task share its rewards and so its outputs
+``g_t``), explore L trajectories per task with per-trajectory noise ``π_t = Proj(g_t + sξ)`` or
+per-step noise ``π_t = Proj(g_t + sξ_t)`` on the unit ball, and score every trajectory by its
+static regret. Only the (M, L) regrets are returned: the filter recomputes the few kept
+trajectories' policies from their keys (:func:`rmft_theory.rollout.rollout_scores`).
+
+Implementations, timed back to back in one process (median of interleaved repeats, compile
+time apart):
+
+* ``jax``: the library (``sample_batch`` + ``rollout_scores``), one jitted call;
+* ``numpy``: a plain NumPy loop over t, vectorised over tasks and trajectories, with the
+  model's (d+1)-vector state per task (the same shared-``g`` structure);
+* ``torch``: the best PyTorch CPU formulation found (optional; skipped with a message when
+  PyTorch is missing): vectorised over t (FOL rollouts need no loop over t: the model is a
+  prefix sum), the collapsed (T, L) form for per-trajectory noise, chunks of ~1024
+  trajectories for per-step noise, and the faster of 1 and all threads (measured in this run;
+  with other processes on the cores, one thread is often faster). ``torch.compile`` is tried
+  on the headline case in full mode.
+
+Floors, measured in the same run: the time to draw the run's random numbers (rewards and
+noise, drawn the library's way and summed, so nothing is stored), and the compute/bandwidth
+roofline from the measured matmul peak and copy bandwidth
+(:func:`rmft_theory.benchmarking.machine_floors`). The FLOP count is that of the direct form:
+``5d + 5`` per trajectory-step (``x = g + sξ``, ``‖x‖²``, ``<x, R>``, the projection scale and
+the accumulation) plus ``2(d+1)(d+2) + 4d`` per task-step for the model; the bytes are the
+rewards read and written once and the regrets written once.
+
+Sections: the grid (M × L × T × d × noise; a subset with ``--quick``), the scaling of time in T
+(200 → 2000) and in the number of trajectories B (1024 → 65536), and the RNG and chunking
+choices of the per-step rollout. Writes ``benchmarks/results/rollout.{json,md}``::
+
+    .venv/bin/python benchmarks/bench_rollout.py            # full grid (tens of minutes)
+    .venv/bin/python benchmarks/bench_rollout.py --quick    # < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rmft_theory.benchmarking import (
+    blocking,
+    compile_jax,
+    floors_markdown,
+    import_torch,
+    load_average,
+    machine_floors,
+    markdown_table,
+    roofline_fraction,
+    time_interleaved,
+    write_results,
+)
+from rmft_theory.envs import GaussianFOL
+from rmft_theory.models import lsa_apply, make_model
+from rmft_theory.models.lsa import key_vector
+from rmft_theory.rollout import (
+    Exploration,
+    rollout_scores,
+    task_chunk_size,
+    task_draws,
+    task_elements,
+)
+from rmft_theory.train import sample_batch
+
+NOISES = ("per-trajectory", "per-step")
+SCALE, RADIUS = 1.0, 1.0
+HEADLINE = (64, 64, 200, 8)  # M, L, T, d of the Done-when figures (B = 4096 trajectories)
+
+
+# ----------------------------------------------------------------------------- work counts
+
+
+def flops(M: int, L: int, T: int, d: int) -> float:
+    """Useful FLOPs of one rollout in the direct form (see the module docstring)."""
+    E = d + 1
+    return M * L * T * (5 * d + 5) + M * T * (2 * E * (E + 1) + 4 * d)
+
+
+def bytes_moved(M: int, L: int, T: int, d: int) -> float:
+    """Fewest bytes: the float32 rewards written and read once, the regrets written once."""
+    return 4.0 * (2 * M * T * d + M * L)
+
+
+def n_random(M: int, L: int, T: int, d: int, noise: str) -> int:
+    """Gaussians one rollout draws: the rewards and the exploration noise."""
+    return M * T * d + (M * L * d if noise == "per-trajectory" else M * L * T * d)
+
+
+# ----------------------------------------------------------------------------- JAX
+
+
+def setup(M: int, T: int, d: int):
+    """The LSA parameters (flax init, seed 0) and the environment of one case."""
+    env = GaussianFOL(d=d, horizon=T)
+    params = make_model("lsa", d).init(jax.random.key(0), jnp.zeros((T, d)))["params"]
+    return env, params
+
+
+def jax_rollout(env, M: int, L: int, noise: str):
+    """``(params, key) -> regret (M, L)``: sample tasks and rewards, roll out, score."""
+    exploration = Exploration(noise, SCALE, space="ball", radius=RADIUS)
+
+    def run(params, key):
+        key_tasks, key_rewards, key_noise = jax.random.split(key, 3)
+        rewards = sample_batch(key_tasks, key_rewards, env, M)
+        return rollout_scores(lsa_apply, params, rewards, key_noise, exploration, L).regret
+
+    return run
+
+
+def jax_random_floor(env, M: int, L: int, noise: str):
+    """``key -> scalar``: draw the rollout's Gaussians the library's way, chunked, and sum them.
+
+    Rewards as ``sample_batch`` draws them (one (T, d) draw per task); the noise as
+    ``task_draws`` (one (L, d) or (L, T, d) draw per task) in the chunks of ``rollout_scores``.
+    """
+    T, d = env.horizon, env.d
+    exploration = Exploration(noise, SCALE, space="ball", radius=RADIUS)
+    g0 = jnp.zeros((T, d))
+
+    def run(key):
+        key_rewards, key_noise = jax.random.split(key)
+        draw = jax.vmap(lambda k: jax.random.normal(k, (T, d)))
+        total = jnp.sum(draw(jax.random.split(key_rewards, M)))
+
+        def one(key_m):
+            return jnp.sum(task_draws(key_m, g0, exploration, L))
+
+        chunk = task_chunk_size(M, task_elements(exploration, L, T, d))
+        return total + jnp.sum(jax.lax.map(one, jax.random.split(key_noise, M), batch_size=chunk))
+
+    return run
+
+
+# ----------------------------------------------------------------------------- NumPy
+
+
+def numpy_params(params) -> tuple[np.ndarray, np.ndarray]:
+    """``(V, k)`` of the LSA as float32 NumPy arrays (``k = Kᵀ Q c``)."""
+    return (np.array(params["V"], np.float32), np.array(key_vector(params), np.float32))
+
+
+def numpy_rollout(V, k, rewards_MxTxD, noise, draw_step=None):
+    """Regrets (M, L) by a plain loop over t, vectorised over tasks and trajectories.
+
+    ``noise`` is the per-trajectory (M, L, d) offsets ``sξ``, or None for per-step noise, whose
+    (M, L, d) offsets ``draw_step(t)`` returns each round. The model state is the (M, d+1)
+    prefix sum ``z``; ``g_t = V z_{t−1}`` is computed once per task and shared by its L
+    trajectories.
+    """
+    M, T, d = rewards_MxTxD.shape
+    z = np.zeros((M, d + 1), np.float32)
+    earned = None
+    e = np.ones((M, d + 1), np.float32)
+    for t in range(T):
+        R_t = rewards_MxTxD[:, t]
+        g = z @ V.T
+        x = g[:, None, :] + (noise if noise is not None else draw_step(t))
+        sq = np.einsum("mld,mld->ml", x, x)
+        scale = np.minimum(1.0, RADIUS / np.sqrt(np.maximum(sq, 1e-30)))
+        step = scale * np.einsum("mld,md->ml", x, R_t)
+        earned = step if earned is None else earned + step
+        e[:, :d] = R_t
+        z += e * (e @ k)[:, None]
+    best = RADIUS * np.linalg.norm(rewards_MxTxD.sum(axis=1), axis=-1)
+    return best[:, None] - earned
+
+
+def numpy_full(V, k, M: int, L: int, T: int, d: int, noise: str, seed: int = 0):
+    """The NumPy reference drawing its own rewards and noise (PCG64, float32)."""
+    rng = np.random.default_rng(seed)
+    rewards = rng.standard_normal((M, T, d), dtype=np.float32)
+    if noise == "per-trajectory":
+        xi = SCALE * rng.standard_normal((M, L, d), dtype=np.float32)
+        return numpy_rollout(V, k, rewards, xi)
+
+    def draw_step(t):
+        return SCALE * rng.standard_normal((M, L, d), dtype=np.float32)
+
+    return numpy_rollout(V, k, rewards, None, draw_step)
+
+
+# ----------------------------------------------------------------------------- PyTorch
+
+
+def torch_rollout(torch, V, k, rewards, noise=None, generator=None, L=None):
+    """Regrets (M, L), vectorised over t: the best PyTorch CPU formulation found.
+
+    Per-trajectory noise (``noise`` (M, L, d)): the collapsed form, ``‖g + n‖²`` and
+    ``<g + n, R>`` from two batched (T, d)×(d, L) products. Per-step noise (``noise`` (M, L, T,
+    d) given, or drawn here with ``generator`` in chunks of ~1024 trajectories): one pass of
+    in-place ops per chunk.
+    """
+    M, T, d = rewards.shape
+    e = torch.cat([rewards, torch.ones(M, T, 1)], dim=-1)
+    x = e * (e @ k)[..., None]
+    z = torch.cumsum(x, dim=1) - x  # exclusive prefix sum
+    g = z @ V.T  # (M, T, d)
+    best = RADIUS * torch.linalg.vector_norm(rewards.sum(dim=1), dim=-1)
+    if noise is not None and noise.dim() == 3:
+        gn = torch.bmm(g, noise.transpose(1, 2))  # (M, T, L)
+        rn = torch.bmm(rewards, noise.transpose(1, 2))
+        sq = (g * g).sum(-1, keepdim=True) + 2 * gn + (noise * noise).sum(-1)[:, None, :]
+        dot = (g * rewards).sum(-1, keepdim=True) + rn
+        scale = torch.clamp(RADIUS * torch.rsqrt(sq), max=1.0)
+        return best[:, None] - (scale * dot).sum(dim=1)
+    L = noise.shape[1] if noise is not None else L
+    chunk = max(1, 1024 // L)
+    out = []
+    for m0 in range(0, M, chunk):
+        m1 = min(M, m0 + chunk)
+        if noise is not None:
+            xs = noise[m0:m1] + g[m0:m1, None]
+        else:
+            xs = torch.randn(m1 - m0, L, T, d, generator=generator)
+            xs.mul_(SCALE).add_(g[m0:m1, None])
+        sq = torch.einsum("mltd,mltd->mlt", xs, xs)
+        dot = torch.einsum("mltd,mtd->mlt", xs, rewards[m0:m1])
+        scale = torch.clamp(RADIUS * torch.rsqrt(sq), max=1.0)
+        out.append(best[m0:m1, None] - (scale * dot).sum(dim=-1))
+    return torch.cat(out)
+
+
+def torch_full(torch, V, k, M, L, T, d, noise, generator):
+    """The PyTorch reference drawing its own rewards and noise (``torch.randn``)."""
+    rewards = torch.randn(M, T, d, generator=generator)
+    if noise == "per-trajectory":
+        xi = SCALE * torch.randn(M, L, d, generator=generator)
+        return torch_rollout(torch, V, k, rewards, xi)
+    return torch_rollout(torch, V, k, rewards, None, generator, L)
+
+
+def pick_torch_threads(torch, V, k, case, repeats: int) -> tuple[int, dict]:
+    """The faster of 1 and ``os.cpu_count()`` intra-op threads on ``case`` (per-step noise)."""
+    import os
+
+    M, L, T, d = case
+    gen = torch.Generator().manual_seed(0)
+    options = sorted({1, os.cpu_count() or 1})
+    times = {}
+    for n in options:
+        torch.set_num_threads(n)
+        times[n] = time_interleaved(
+            {"t": lambda: torch_full(torch, V, k, M, L, T, d, "per-step", gen)}, repeats
+        )["t"]["median_s"]
+    best = min(times, key=times.get)
+    torch.set_num_threads(best)
+    return best, {str(n): t for n, t in times.items()}
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_references(torch) -> float:
+    """Max |regret difference| of NumPy and PyTorch against JAX on the same draws (small case)."""
+    M, L, T, d = 3, 5, 17, 4
+    _, params = setup(M, T, d)
+    g0 = jnp.zeros((T, d))
+    V, k = numpy_params(params)
+    key = jax.random.key(11)
+    rewards = jax.random.normal(key, (M, T, d))
+    worst = 0.0
+    for noise in NOISES:
+        e = Exploration(noise, SCALE, space="ball", radius=RADIUS)
+        ours = np.asarray(rollout_scores(lsa_apply, params, rewards, key, e, L).regret)
+        xi = jax.vmap(lambda km, e=e: task_draws(km, g0, e, L))(jax.random.split(key, M))
+        xi = np.array(xi)  # s·ξ, as the rollout adds it (a writable copy for torch)
+        R = np.array(rewards)
+        if noise == "per-trajectory":
+            ref = numpy_rollout(V, k, R, xi)
+        else:
+            ref = numpy_rollout(V, k, R, None, lambda t, xi=xi: xi[:, :, t])
+        worst = max(worst, float(np.abs(ref - ours).max()))
+        if torch is not None:
+            tr = torch_rollout(
+                torch,
+                torch.from_numpy(V),
+                torch.from_numpy(k),
+                torch.from_numpy(R),
+                torch.from_numpy(xi),
+            ).numpy()
+            worst = max(worst, float(np.abs(tr - ours).max()))
+    return worst
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def bench_case(case, noise, floors, torch, repeats, loop_repeats, compiled_torch=False) -> dict:
+    """All implementations and floors of one (M, L, T, d, noise), timed back to back."""
+    M, L, T, d = case
+    env, params = setup(M, T, d)
+    key = jax.random.key(1)
+    run, compile_s = compile_jax(jax_rollout(env, M, L, noise), params, key)
+    rng_floor, _ = compile_jax(jax_random_floor(env, M, L, noise), key)
+    calls = {"jax": blocking(run, params, key), "jax_random": blocking(rng_floor, key)}
+    V, k = numpy_params(params)
+    calls["numpy"] = lambda: numpy_full(V, k, M, L, T, d, noise)
+    if torch is not None:
+        Vt, kt = torch.from_numpy(V), torch.from_numpy(k)
+        gen = torch.Generator().manual_seed(0)
+        calls["torch"] = lambda: torch_full(torch, Vt, kt, M, L, T, d, noise, gen)
+        buf = torch.empty(min(n_random(M, L, T, d, noise), 2**24))
+
+        def torch_random():  # the same count as the rollout draws, in bounded chunks
+            left = n_random(M, L, T, d, noise)
+            while left > 0:
+                torch.randn(
+                    min(left, buf.numel()), generator=gen, out=buf[: min(left, buf.numel())]
+                )
+                left -= buf.numel()
+
+        calls["torch_random"] = torch_random
+        if compiled_torch:
+            try:
+                fn = torch.compile(torch_full, dynamic=False)
+                t0 = time.perf_counter()
+                fn(torch, Vt, kt, M, L, T, d, noise, gen)
+                compile_torch_s = time.perf_counter() - t0
+                calls["torch_compile"] = lambda: fn(torch, Vt, kt, M, L, T, d, noise, gen)
+            except Exception as exc:
+                print(f"torch.compile failed, skipped: {exc!r:.200}", file=sys.stderr)
+                compiled_torch = False
+    slow = {"numpy"}  # the loop is slow: fewer repeats
+    fast_calls = {n: c for n, c in calls.items() if n not in slow}
+    t = time_interleaved(fast_calls, repeats)
+    t.update(time_interleaved({n: calls[n] for n in slow}, loop_repeats))
+    steps = M * L * T
+    row = {
+        "M": M,
+        "L": L,
+        "T": T,
+        "d": d,
+        "noise": noise,
+        "B": M * L,
+        "jax_compile_s": compile_s,
+        "times_s": {n: v["median_s"] for n, v in t.items()},
+        "runs_s": {n: v["runs_s"] for n, v in t.items()},
+        "jax_steps_per_s": steps / t["jax"]["median_s"],
+        "numpy_steps_per_s": steps / t["numpy"]["median_s"],
+        "vs_numpy": t["numpy"]["median_s"] / t["jax"]["median_s"],
+        "random_numbers": n_random(M, L, T, d, noise),
+        "jax_over_random_floor": t["jax"]["median_s"] / t["jax_random"]["median_s"],
+        "roofline_fraction": roofline_fraction(
+            flops(M, L, T, d),
+            bytes_moved(M, L, T, d),
+            t["jax"]["median_s"],
+            floors["peak_gflops"],
+            floors["bandwidth_gbs"],
+        ),
+        "gflops_per_s": flops(M, L, T, d) / t["jax"]["median_s"] / 1e9,
+    }
+    if torch is not None:
+        torch_best = min(t[n]["median_s"] for n in ("torch", "torch_compile") if n in t)
+        row.update(
+            torch_steps_per_s=steps / torch_best,
+            vs_torch=torch_best / t["jax"]["median_s"],
+            torch_over_random_floor=t["torch"]["median_s"] / t["torch_random"]["median_s"],
+        )
+        if compiled_torch:
+            row["torch_compile_s"] = compile_torch_s
+    return row
+
+
+# ----------------------------------------------------------------------------- RNG choices
+
+
+def _per_step_scores(draw, chunk_tasks):
+    """The per-step rollout of :func:`jax_rollout` with another noise draw and chunk size."""
+
+    def run(params, rewards, key):
+        M, T, d = rewards.shape
+
+        def one(xs):
+            key_m, R = xs
+            g = lsa_apply(params, R)
+            x = g[None] + SCALE * draw(key_m, (L_CHOICES, T, d))
+            sq = jnp.sum(x * x, -1)
+            dot = jnp.sum(x * R[None], -1)
+            scale = jnp.minimum(1.0, RADIUS * jax.lax.rsqrt(jnp.maximum(sq, 1e-30)))
+            return RADIUS * jnp.linalg.norm(R.sum(0)) - jnp.sum(scale * dot, -1)
+
+        return jax.lax.map(one, (jax.random.split(key, M), rewards), batch_size=chunk_tasks)
+
+    return run
+
+
+L_CHOICES = 64
+
+
+def _draw(impl: str):
+    """A (key, shape) -> N(0, 1) draw with the noise key converted to ``impl``."""
+
+    def draw(key, shape):
+        if impl == "threefry2x32/partitionable":
+            return jax.random.normal(key, shape)
+        if impl == "threefry2x32/sequential":
+            with jax.threefry_partitionable(False):
+                return jax.random.normal(key, shape)
+        words = {"threefry4x32": 4, "philox4x32": 2, "rbg": 4, "unsafe_rbg": 4}[impl]
+        new = jax.random.wrap_key_data(jax.random.bits(key, (words,), jnp.uint32), impl=impl)
+        return jax.random.normal(new, shape)
+
+    return draw
+
+
+def bench_choices(M: int, T: int, d: int, repeats: int) -> list[dict]:
+    """Per-step rollout time for each noise RNG (chunk 1024) and each chunk size (threefry)."""
+    L = L_CHOICES
+    _, params = setup(M, T, d)
+    rewards = jax.random.normal(jax.random.key(3), (M, T, d))
+    key = jax.random.key(4)
+    impls = [
+        "threefry2x32/sequential",
+        "threefry2x32/partitionable",
+        "threefry4x32",
+        "philox4x32",
+        "rbg",
+        "unsafe_rbg",
+    ]
+    variants = {f"rng {i}, chunk 1024": (_draw(i), max(1, 1024 // L)) for i in impls}
+    for traj in (256, 4096, M * L):
+        if traj != 1024 and traj <= M * L:
+            variants[f"rng threefry2x32/sequential, chunk {traj}"] = (
+                _draw("threefry2x32/sequential"),
+                max(1, traj // L),
+            )
+    calls = {}
+    for name, (draw, chunk) in variants.items():
+        fn, _ = compile_jax(_per_step_scores(draw, chunk), params, rewards, key)
+        calls[name] = blocking(fn, params, rewards, key)
+    t = time_interleaved(calls, repeats)
+    steps = M * L * T
+    return [
+        {
+            "variant": n,
+            "M": M,
+            "L": L,
+            "T": T,
+            "d": d,
+            "time_ms": 1e3 * v["median_s"],
+            "steps_per_s": steps / v["median_s"],
+        }
+        for n, v in t.items()
+    ]
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def grid(quick: bool) -> list[tuple]:
+    """(M, L, T, d) cases: the full grid, or the headline and the smallest case."""
+    if quick:
+        return [HEADLINE, (16, 16, 50, 2)]
+    return list(itertools.product((16, 64, 256), (16, 64), (50, 200, 2000), (2, 8, 32)))
+
+
+def scaling_cases(quick: bool) -> dict[str, list[tuple]]:
+    """Cases for the linearity checks: T from 200 to 2000 at B = 4096; B up to 65536."""
+    if quick:
+        return {
+            "T": [(64, 64, 200, 8), (64, 64, 800, 8)],
+            "B": [(64, 64, 200, 8), (256, 64, 200, 8)],
+        }
+    return {
+        "T": [(64, 64, 200, 8), (64, 64, 2000, 8)],
+        "B": [(64, 64, 200, 8), (256, 64, 200, 8), (1024, 64, 200, 8), (16, 64, 200, 8)],
+    }
+
+
+def bench_scaling(cases, repeats) -> list[dict]:
+    """JAX rollout time per case and noise, timed back to back."""
+    rows = []
+    for noise in NOISES:
+        calls, meta = {}, {}
+        for case in cases:
+            M, L, T, d = case
+            env, params = setup(M, T, d)
+            key = jax.random.key(1)
+            fn, _ = compile_jax(jax_rollout(env, M, L, noise), params, key)
+            calls[case] = blocking(fn, params, key)
+            meta[case] = M * L * T
+        t = time_interleaved(calls, repeats)
+        base = None
+        for case in cases:
+            rate = meta[case] / t[case]["median_s"]
+            base = base or rate
+            rows.append(
+                {
+                    "M": case[0],
+                    "L": case[1],
+                    "T": case[2],
+                    "d": case[3],
+                    "B": case[0] * case[1],
+                    "noise": noise,
+                    "time_ms": 1e3 * t[case]["median_s"],
+                    "steps_per_s": rate,
+                    "rate_vs_first": rate / base,
+                }
+            )
+    return rows
+
+
+def verdicts(rows, scaling, torch_present) -> dict:
+    """The issue's Done-when checks that this benchmark measures."""
+    head = {r["noise"]: r for r in rows if (r["M"], r["L"], r["T"], r["d"]) == HEADLINE}
+    out = {}
+    pt, ps = head.get("per-trajectory"), head.get("per-step")
+    if pt:
+        out["per_trajectory_vs_numpy>=10"] = pt["vs_numpy"] >= 10
+        out["per_trajectory_roofline>=3%"] = pt["roofline_fraction"] >= 0.03
+        if torch_present:
+            out["per_trajectory_vs_torch>=1.5"] = pt["vs_torch"] >= 1.5
+    if ps:
+        out["per_step_within_1.5x_random_floor"] = ps["jax_over_random_floor"] <= 1.5
+        if torch_present:
+            out["per_step_vs_torch>=1"] = ps["vs_torch"] >= 1.0
+    for axis in ("T", "B"):
+        # From the headline size up (B = 4096 to 65536; T = 200 to 2000): smaller batches
+        # carry a fixed per-call overhead and are reported but not part of the check.
+        sel = [r for r in scaling if r["axis"] == axis and r["B"] >= 4096]
+        out[f"linear_in_{axis}_within_20%"] = all(abs(r["rate_vs_first"] - 1) <= 0.2 for r in sel)
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a small subset (< 1 minute)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 7, quick 5)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch references")
+    p.add_argument("--no-choices", action="store_true", help="skip the RNG/chunk comparison")
+    args = p.parse_args(argv)
+    repeats = args.repeats or (5 if args.quick else 7)
+    loop_repeats = 2 if args.quick else 3
+    t_start = time.perf_counter()
+    load_before = load_average()
+
+    torch = None if args.no_torch else import_torch()
+    floors = machine_floors(quick=args.quick)
+    max_diff = check_references(torch)
+    torch_info = {}
+    if torch is not None:
+        _, params = setup(*HEADLINE[:1], HEADLINE[2], HEADLINE[3])
+        V, k = numpy_params(params)
+        threads, times = pick_torch_threads(
+            torch, torch.from_numpy(V), torch.from_numpy(k), HEADLINE, 3
+        )
+        torch_info = {"threads": threads, "per_step_headline_s_by_threads": times}
+
+    rows = []
+    for case in grid(args.quick):
+        for noise in NOISES:
+            big = case[0] * case[1] * case[2] * case[3] > 2**26
+            rows.append(
+                bench_case(
+                    case,
+                    noise,
+                    floors,
+                    torch,
+                    3 if big else repeats,
+                    1 if big else loop_repeats,
+                    compiled_torch=(torch is not None and not args.quick and case == HEADLINE),
+                )
+            )
+            print(f"{case} {noise}: {rows[-1]['jax_steps_per_s']:.3g} steps/s", file=sys.stderr)
+    scaling = []
+    for axis, cases in scaling_cases(args.quick).items():
+        for r in bench_scaling(cases, repeats):
+            scaling.append({"axis": axis, **r})
+    choices = (
+        []
+        if args.no_choices
+        else bench_choices(16 if args.quick else 64, 200, 8, 3 if args.quick else repeats)
+    )
+    checks = verdicts(rows, scaling, torch is not None)
+
+    payload = {
+        "benchmark": "rollout",
+        "quick": args.quick,
+        "settings": {
+            "noise_scale": SCALE,
+            "radius": RADIUS,
+            "repeats": repeats,
+            "loop_repeats": loop_repeats,
+            "headline": HEADLINE,
+        },
+        "floors": floors,
+        "torch": torch_info if torch is not None else "not installed: references skipped",
+        "reference_max_abs_diff": max_diff,
+        "rows": rows,
+        "scaling": scaling,
+        "choices": choices,
+        "done_when": checks,
+        "load_average_1min": {"before": load_before, "after": load_average()},
+        "wall_s": time.perf_counter() - t_start,
+    }
+    md = [
+        "Filter rollout of the single-layer LSA (rewards, model once per task, exploration, "
+        "regret of every trajectory; policies not stored). Trajectory-steps/s = M·L·T / median "
+        "time; ratios are our speed over the reference's, timed back to back in this run.",
+        "",
+        floors_markdown(floors),
+        "",
+    ]
+    if torch is None:
+        md.append("PyTorch is not installed: its columns are skipped.")
+    else:
+        md.append(
+            f"PyTorch: {torch_info['threads']} intra-op thread(s), the faster of those tried "
+            "in this run; `torch` is the better of eager and torch.compile where compile ran."
+        )
+    md += [
+        f"NumPy/PyTorch against JAX on the same draws: max |regret difference| {max_diff:.2g}.",
+        "",
+    ]
+    cols = [
+        "M",
+        "L",
+        "T",
+        "d",
+        "noise",
+        "jax_steps_per_s",
+        "vs_numpy",
+        "vs_torch",
+        "jax_over_random_floor",
+        "torch_over_random_floor",
+        "roofline_fraction",
+        "jax_compile_s",
+    ]
+    md.append(markdown_table(rows, cols))
+    md += [
+        "",
+        "Scaling (JAX; rate relative to the first row of each axis and noise, the "
+        "headline size; B = 1024 shows the fixed per-call overhead and is outside the "
+        "linearity check):",
+        "",
+    ]
+    md.append(
+        markdown_table(
+            scaling,
+            ["axis", "noise", "M", "L", "T", "B", "time_ms", "steps_per_s", "rate_vs_first"],
+        )
+    )
+    if choices:
+        md += [
+            "",
+            "Per-step noise: RNG key implementations and chunk sizes (trajectories "
+            "per chunk), same rollout:",
+            "",
+        ]
+        md.append(
+            markdown_table(choices, ["variant", "M", "L", "T", "d", "time_ms", "steps_per_s"])
+        )
+    md += [
+        "",
+        "Done-when checks: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items()),
+        "",
+        f"Load average (1 min) before/after: {load_before}/{load_average()}.",
+    ]
+    write_results("rollout", payload, "\n".join(md))
+    print("\n".join(md))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Rollouts, fine-tuning and a filter iteration on 1 device against N devices (jax.sharding).
+
+The host CPU is split into ``--devices`` XLA devices (``--xla_force_host_platform_device_count``,
+set below before JAX starts; default: the number of cores). Each workload runs three ways in
+one process, timed back to back (median of interleaved repeats, compile time apart):
+
+* ``single``: plain ``jax.jit`` on the default device (XLA may still use several threads);
+* ``mesh1``: the sharded code on a one-device mesh (the overhead of the sharded form);
+* ``meshN``: the sharded code on all N devices, tasks split over the ``"tasks"`` axis.
+
+Workloads: the filter rollout of the single-layer LSA (:func:`rmft_theory.sharding.
+sharded_rollout_scores`, rewards given) with per-trajectory and per-step noise, the filter's
+fine-tuning (:func:`rmft_theory.sharding.sharded_finetune`) and one whole filter iteration
+(``make_iteration(..., mesh=...)``). Each sharded result is checked against the single-device
+one. Writes ``benchmarks/results/sharding.{json,md}``::
+
+    .venv/bin/python benchmarks/bench_sharding.py            # 2 devices on a 2-core machine
+    .venv/bin/python benchmarks/bench_sharding.py --quick
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _force_devices(argv) -> int:
+    """Set the host device count before JAX is imported; returns it."""
+    n = os.cpu_count() or 2
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--devices" in args:
+        n = int(args[args.index("--devices") + 1])
+    flag = f"--xla_force_host_platform_device_count={n}"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+    return n
+
+
+if __name__ == "__main__":
+    _force_devices(None)
+
+import argparse  # noqa: E402  (JAX must start after XLA_FLAGS is set)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rmft_theory.benchmarking import (  # noqa: E402
+    blocking,
+    compile_jax,
+    load_average,
+    markdown_table,
+    time_interleaved,
+    write_results,
+)
+from rmft_theory.envs import GaussianFOL  # noqa: E402
+from rmft_theory.keys import Seeds  # noqa: E402
+from rmft_theory.models import lsa_apply, make_model  # noqa: E402
+from rmft_theory.rmft import (  # noqa: E402
+    FilterConfig,
+    KeptSet,
+    finetune,
+    heldout_rewards,
+    init_state,
+    make_iteration,
+)
+from rmft_theory.rollout import Exploration, rollout_scores  # noqa: E402
+from rmft_theory.sharding import (  # noqa: E402
+    make_mesh,
+    sharded_finetune,
+    sharded_rollout_scores,
+)
+
+
+def lsa_params(T: int, d: int):
+    return make_model("lsa", d).init(jax.random.key(0), jnp.zeros((T, d)))["params"]
+
+
+def rollout_calls(M, L, T, d, noise, meshes):
+    params = lsa_params(T, d)
+    rewards = jax.random.normal(jax.random.key(1), (M, T, d))
+    key = jax.random.key(2)
+    e = Exploration(noise, 1.0)
+    fns = {"single": lambda p, r, k: rollout_scores(lsa_apply, p, r, k, e, L).regret}
+    for name, mesh in meshes.items():
+        fns[name] = lambda p, r, k, mesh=mesh: (
+            sharded_rollout_scores(lsa_apply, p, r, k, e, L, mesh).regret
+        )
+    return fns, (params, rewards, key), M * L * T
+
+
+def finetune_calls(C, T, d, steps, meshes):
+    params = lsa_params(T, d)
+    rewards = jax.random.normal(jax.random.key(1), (C, T, d))
+    kept = KeptSet(rewards, 0.1 * rewards, jnp.full((C,), 1.0 / C))
+    config = FilterConfig(finetune_steps=steps)
+    fns = {"single": lambda p, k: finetune(lsa_apply, p, k, config)[0]}
+    for name, mesh in meshes.items():
+        fns[name] = lambda p, k, mesh=mesh: sharded_finetune(lsa_apply, p, k, config, mesh)[0]
+    return fns, (params, kept), C * T * steps
+
+
+def iteration_calls(M, L, T, d, steps, meshes):
+    env = GaussianFOL(d=d, horizon=T)
+    config = FilterConfig(
+        tasks=M, rollouts=L, keep=1, noise_scale=3.0, finetune_steps=steps, heldout_tasks=256
+    )
+    state = init_state(lsa_params(T, d), env, config, Seeds.from_seed(0))
+    heldout = heldout_rewards(env, config.heldout_tasks, jax.random.key(4))
+    fns = {"single": make_iteration(lsa_apply, env, config)}
+    for name, mesh in meshes.items():
+        fns[name] = make_iteration(lsa_apply, env, config, mesh=mesh)
+
+    def params_of(out):
+        return out[0].params
+
+    return fns, (state, heldout), M * L * T, params_of
+
+
+def bench(label, fns, args, work, repeats, pick=lambda out: out) -> dict:
+    compiled, compile_s, outs = {}, {}, {}
+    for name, fn in fns.items():
+        compiled[name], compile_s[name] = compile_jax(fn, *args)
+        outs[name] = pick(compiled[name](*args))
+    ref = jax.tree.leaves(outs["single"])
+    diffs = {}
+    for name in fns:
+        leaves = jax.tree.leaves(outs[name])
+        diffs[name] = max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (1e-12 + np.max(np.abs(b))))
+            for a, b in zip(leaves, ref)
+        )
+    times = time_interleaved({n: blocking(c, *args) for n, c in compiled.items()}, repeats)
+    row = {"workload": label, "work_units": work}
+    for name in fns:
+        row[f"{name}_ms"] = 1e3 * times[name]["median_s"]
+        row[f"{name}_compile_s"] = compile_s[name]
+        row[f"{name}_max_rel_diff"] = diffs[name]
+    n_name = next(n for n in fns if n not in ("single", "mesh1"))
+    row["speedup_vs_single"] = times["single"]["median_s"] / times[n_name]["median_s"]
+    row["speedup_vs_mesh1"] = times["mesh1"]["median_s"] / times[n_name]["median_s"]
+    row["runs_s"] = {n: t["runs_s"] for n, t in times.items()}
+    print(f"{label}: {row['speedup_vs_single']:.2f}x", file=sys.stderr)
+    return row
+
+
+def main(argv=None) -> dict:
+    n_devices = _force_devices(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer workloads and repeats")
+    p.add_argument("--devices", type=int, default=n_devices, help="host devices (default: cores)")
+    p.add_argument("--repeats", type=int, default=None)
+    args = p.parse_args(argv)
+    n = len(jax.devices())
+    if n < 2:
+        print(
+            "only one JAX device: set XLA_FLAGS=--xla_force_host_platform_device_count=2 before "
+            "JAX starts (run this script directly)",
+            file=sys.stderr,
+        )
+        return {}
+    repeats = args.repeats or (5 if args.quick else 9)
+    meshes = {"mesh1": make_mesh((1,)), f"mesh{n}": make_mesh((n,))}
+    load_before = load_average()
+    rows = []
+    rollout_cases = [(64, 64, 200, 8)] if args.quick else [(64, 64, 200, 8), (256, 64, 200, 8)]
+    for M, L, T, d in rollout_cases:
+        for noise in ("per-trajectory", "per-step"):
+            fns, a, work = rollout_calls(M, L, T, d, noise, meshes)
+            rows.append(bench(f"rollout {noise} M={M} L={L} T={T} d={d}", fns, a, work, repeats))
+    fns, a, work = finetune_calls(256, 100, 5, 20, meshes)
+    rows.append(bench("finetune C=256 T=100 d=5, 20 Adam steps", fns, a, work, repeats))
+    if not args.quick:
+        fns, a, work, pick = iteration_calls(256, 64, 100, 5, 100, meshes)
+        rows.append(
+            bench("filter iteration M=256 L=64 T=100 d=5, 100 steps", fns, a, work, repeats, pick)
+        )
+    faster = all(r["speedup_vs_single"] > 1.0 for r in rows if r["workload"].startswith("rollout"))
+    payload = {
+        "benchmark": "sharding",
+        "quick": args.quick,
+        "devices": [str(dv) for dv in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "rows": rows,
+        "done_when": {f"{n}_devices_faster_than_1_on_rollouts": faster},
+        "load_average_1min": {"before": load_before, "after": load_average()},
+    }
+    cols = [
+        "workload",
+        "single_ms",
+        "mesh1_ms",
+        f"mesh{n}_ms",
+        "speedup_vs_single",
+        "speedup_vs_mesh1",
+        f"mesh{n}_max_rel_diff",
+    ]
+    md = [
+        f"{n} host devices (`--xla_force_host_platform_device_count={n}`) on {os.cpu_count()} "
+        f"cores. `single`: plain jit on one device; `mesh1`/`mesh{n}`: the sharded code on 1 "
+        f"and {n} devices. Speed-up = single (or mesh1) time over mesh{n} time; the last column "
+        "is the largest relative difference of the sharded result from the single-device one.",
+        "",
+        markdown_table(rows, cols),
+        "",
+        f"Load average (1 min) before/after: {load_before}/{load_average()}.",
+    ]
+    write_results("sharding", payload, "\n".join(md))
+    print("\n".join(md))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
