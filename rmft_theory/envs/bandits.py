@@ -22,6 +22,7 @@ import numpy as np
 
 from rmft_theory.envs.processes import (
     INF,
+    BernoulliFOL,
     SineTask,
     TrendTask,
     bernoulli_table,
@@ -33,7 +34,6 @@ from rmft_theory.envs.processes import (
     sample_segment_means,
     sample_sine_task,
     sample_trend_task,
-    sample_unit_means,
     sine_means,
 )
 from rmft_theory.validation import check_choice, check_nonnegative, check_positive_int
@@ -128,48 +128,14 @@ class GaussianBandit:
 
 
 @dataclasses.dataclass(frozen=True)
-class BernoulliBandit:
+class BernoulliBandit(BernoulliFOL):
     """Bernoulli arms ``r_t(a) ~ Bernoulli(μ_a)``; the task is ``μ`` (d,).
 
-    ``means`` fixes ``μ``; otherwise ``μ_a ~ U[low, high]`` i.i.d. per task.
+    ``means`` fixes ``μ``; otherwise ``μ_a ~ U[low, high]`` i.i.d. per task. The reward process
+    is :class:`~rmft_theory.envs.processes.BernoulliFOL`'s; only the feedback differs.
     """
 
-    d: int
-    horizon: int
-    means: tuple = ()
-    low: float = 0.0
-    high: float = 1.0
-
     feedback: ClassVar[str] = "bandit"
-    stationary: ClassVar[bool] = True
-
-    def __post_init__(self):
-        _check_common(self)
-        check_range("low", self.low, "high", self.high, lo=0.0, hi=1.0)
-        if self.means:
-            object.__setattr__(self, "means", check_vector("means", self.means, self.d, 0, 1))
-
-    @property
-    def reward_range(self) -> tuple[float, float]:
-        """Rewards are 0 or 1."""
-        return (0.0, 1.0)
-
-    @property
-    def reward_scale(self) -> float:
-        """Nominal reward scale: 1/2."""
-        return 0.5
-
-    def sample_task(self, key: jax.Array) -> jax.Array:
-        """The arm means ``μ`` (d,)."""
-        return sample_unit_means(key, self.d, self.means, self.low, self.high)
-
-    def mean_rewards(self, task: jax.Array) -> jax.Array:
-        """``μ_t = μ`` for every round, (T, d)."""
-        return jnp.broadcast_to(task, (self.horizon, self.d))
-
-    def sample_rewards(self, key: jax.Array, task: jax.Array) -> jax.Array:
-        """The full reward table, (T, d)."""
-        return bernoulli_table(key, self.mean_rewards(task))
 
 
 @dataclasses.dataclass(frozen=True)
