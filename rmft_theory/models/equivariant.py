@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from rmft_theory.models.linear_attention import (
-    ALGORITHMS,
     EMBED_INIT,
     LinearAttentionLayer,
+    check_linear_attention_options,
     fan_in_normal,
     shift_right,
 )
@@ -41,7 +41,7 @@ from rmft_theory.models.transformer import (
     make_norm,
     sinusoidal_positions,
 )
-from rmft_theory.validation import check_choice, check_nonnegative, check_positive_int
+from rmft_theory.validation import check_positive_int
 
 N_ARM_FEATURES = 4
 
@@ -170,14 +170,7 @@ class EquivariantLinearAttention(nn.Module):
 
     def __post_init__(self):
         check_positive_int("d", self.d)
-        check_positive_int("depth", self.depth)
-        check_positive_int("heads", self.heads)
-        if self.width is not None:
-            check_positive_int("width", self.width)
-        if self.head_dim is not None:
-            check_positive_int("head_dim", self.head_dim)
-        check_nonnegative("out_scale", self.out_scale)
-        check_choice("algorithm", self.algorithm, ALGORITHMS)
+        check_linear_attention_options(self)
         super().__post_init__()
 
     @nn.compact

@@ -115,6 +115,18 @@ def fan_in_normal(scale: float, in_axis, out_axis):
 EMBED_INIT = nn.initializers.variance_scaling(1.0, "fan_out", "normal")
 
 
+def check_linear_attention_options(module) -> None:
+    """Validate the options shared by the linear-attention models (each error names the field)."""
+    check_positive_int("depth", module.depth)
+    check_positive_int("heads", module.heads)
+    if module.width is not None:
+        check_positive_int("width", module.width)
+    if module.head_dim is not None:
+        check_positive_int("head_dim", module.head_dim)
+    check_nonnegative("out_scale", module.out_scale)
+    check_choice("algorithm", module.algorithm, ALGORITHMS)
+
+
 class LinearAttentionLayer(nn.Module):
     """One multi-head causal linear-attention update ``Σ_h O_h a_t^h`` of a (T, ..., W) stream."""
 
@@ -182,14 +194,7 @@ class LinearAttention(nn.Module):
 
     def __post_init__(self):
         check_positive_int("d", self.d)
-        check_positive_int("depth", self.depth)
-        check_positive_int("heads", self.heads)
-        if self.width is not None:
-            check_positive_int("width", self.width)
-        if self.head_dim is not None:
-            check_positive_int("head_dim", self.head_dim)
-        check_nonnegative("out_scale", self.out_scale)
-        check_choice("algorithm", self.algorithm, ALGORITHMS)
+        check_linear_attention_options(self)
         super().__post_init__()
 
     @nn.compact
