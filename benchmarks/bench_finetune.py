@@ -1,17 +1,23 @@
-"""The regret filter's fine-tuning step on the single-layer LSA against PyTorch.
+"""The regret filter's fine-tuning on the single-layer LSA against PyTorch.
 
-The work: one Adam step (constant learning rate) on the filter's kept set in per-task form
-(C tasks' rewards, mean kept policies and weights; :func:`rmft_theory.rmft.finetune`), i.e. the
-LSA forward pass on C sequences of T rounds, the weighted MSE to the targets, its gradient and
-the Adam update. JAX runs ``finetune`` itself (``--steps`` steps in one ``lax.scan``; the time
-per step is the total over the steps); PyTorch runs the same loss and ``torch.optim.Adam`` in a
-Python loop, eager and under ``torch.compile`` (skipped with a message if it fails; PyTorch
-itself is optional). PyTorch uses the faster of 1 and all intra-op threads, measured here.
-Before timing, both run a few steps from the same parameters and must agree (float32).
+The work: ``--steps`` Adam steps (constant learning rate) on the filter's kept set in per-task
+form (C tasks' rewards, mean kept policies and weights; :func:`rmft_theory.rmft.finetune`): the
+weighted MSE of the LSA outputs to the targets, its gradient and the Adam update. Two forms of
+the same loss, each in JAX and in PyTorch:
 
-A second table compares prefix-sum forms inside the JAX fine-tuning step: ``jnp.cumsum``
-(the form before issue #6) against the ``lax.scan`` that :func:`rmft_theory.models.lsa.lsa_apply`
-now uses. Writes ``benchmarks/results/finetune.{json,md}``::
+* **direct**: the LSA forward pass over all C sequences of T rounds at every step
+  (``finetune_form="direct"``); PyTorch runs the same loss with ``torch.optim.Adam`` in a
+  Python loop, eager and under ``torch.compile`` (skipped with a message if it fails);
+* **moments** (the library's default for the LSA, :mod:`rmft_theory.models.lsa_moments`): the
+  loss as a polynomial in the parameters whose coefficients are computed once per call in one
+  pass over the kept set, after which a step costs O((d+1)⁴). PyTorch runs the same statistics
+  (chunked like JAX's) and steps, eager. Times are per step, the one-off statistics included.
+
+PyTorch is optional (its columns are skipped with a message) and uses the faster of 1 and all
+intra-op threads, measured here. Before timing, both direct forms run a few steps from the same
+parameters and must agree (float32). A last table compares prefix-sum forms inside the JAX
+direct step: ``jnp.cumsum`` (before issue #6) against the ``lax.scan`` of
+:func:`rmft_theory.models.lsa.lsa_apply`. Writes ``benchmarks/results/finetune.{json,md}``::
 
     .venv/bin/python benchmarks/bench_finetune.py            # C ∈ {64, 256, 4096}
     .venv/bin/python benchmarks/bench_finetune.py --quick    # < 1 minute
@@ -37,7 +43,7 @@ from rmft_theory.benchmarking import (
     time_interleaved,
     write_results,
 )
-from rmft_theory.models import lsa_apply, make_model
+from rmft_theory.models import lsa_apply, lsa_moments, make_model
 from rmft_theory.models.lsa import embed, key_vector
 from rmft_theory.rmft import FilterConfig, KeptSet, finetune
 
@@ -61,8 +67,10 @@ def lsa_apply_cumsum(params, rewards_TxD):
     return z_prev @ params["V"].T
 
 
-def jax_steps(apply_fn, steps: int):
-    config = FilterConfig(finetune_steps=steps, learning_rate=LR, schedule="constant")
+def jax_steps(apply_fn, steps: int, form: str = "direct"):
+    config = FilterConfig(
+        finetune_steps=steps, learning_rate=LR, schedule="constant", finetune_form=form
+    )
 
     def run(params, kept):
         return finetune(apply_fn, params, kept, config)[0]
@@ -104,6 +112,54 @@ def torch_setup(torch, params, kept):
     return p, step
 
 
+def torch_moments_setup(torch, params, kept, steps: int):
+    """``(params, run)``: the moments form in PyTorch (chunked statistics, then ``steps`` Adam
+    steps on the polynomial loss); ``run()`` starts each call from the current parameters."""
+    p = [torch.nn.Parameter(torch.from_numpy(np.array(params[n]))) for n in ("V", "K", "Q")]
+    R = torch.from_numpy(np.array(kept.rewards))
+    Y = torch.from_numpy(np.array(kept.targets))
+    w = torch.from_numpy(np.array(kept.weights))
+    C, T, d = R.shape
+    E = d + 1
+    I, J = (torch.from_numpy(x) for x in np.triu_indices(E))
+    back = np.zeros((E, E), np.int64)
+    back[np.triu_indices(E)] = back[np.triu_indices(E)[::-1]] = np.arange(I.numel())
+    back = torch.from_numpy(back.reshape(-1))
+    c_vec = torch.zeros(E)
+    c_vec[-1] = 1.0
+    chunk = max(1, min(C, lsa_moments.CHUNK_ELEMENTS // (T * I.numel())))
+
+    def moments():
+        omega = w / (T * w.sum())
+        P = torch.zeros(I.numel(), I.numel())
+        B = torch.zeros(d, I.numel())
+        for c0 in range(0, C, chunk):
+            r, y, om = R[c0 : c0 + chunk], Y[c0 : c0 + chunk], omega[c0 : c0 + chunk]
+            e = torch.cat([r, torch.ones(*r.shape[:2], 1)], dim=-1)
+            u = e[..., I] * e[..., J]
+            A = torch.cumsum(u, dim=1) - u
+            Aw = A * om[:, None, None]
+            P += torch.einsum("ctx,cty->xy", Aw, A)
+            B += torch.einsum("ctm,ctx->mx", y, Aw)
+        c = (omega * (Y * Y).sum(dim=(1, 2))).sum()
+        return P[back][:, back].reshape(E, E, E, E), B[:, back].reshape(d, E, E), c
+
+    def run():
+        with torch.no_grad():
+            P, B, c = moments()
+        opt = torch.optim.Adam(p, lr=LR)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            V, K, Q = p
+            k = K.T @ (Q @ c_vec)
+            S = torch.einsum("aibj,i,j->ab", P, k, k)
+            loss = ((V.T @ V) * S).sum() - 2 * (V * (B @ k)).sum() + c
+            loss.backward()
+            opt.step()
+
+    return p, run
+
+
 def pick_threads(torch, step, repeats=3) -> int:
     """The faster of 1 and ``os.cpu_count()`` threads for ``step``."""
     times = {}
@@ -116,16 +172,27 @@ def pick_threads(torch, step, repeats=3) -> int:
 
 
 def check_agreement(torch, C=8, T=12, d=3, steps=5) -> float:
-    """Max |param difference| after ``steps`` Adam steps in JAX and PyTorch from one start."""
+    """Max |param difference| after ``steps`` Adam steps in JAX and PyTorch from one start, over
+    both forms (direct and moments)."""
     params, kept = kept_set(C, T, d)
-    ours = jax.jit(jax_steps(lsa_apply, steps))(params, kept)
-    p, step = torch_setup(torch, params, kept)
-    for _ in range(steps):
-        step()
-    return max(
-        float(np.abs(np.asarray(ours[n]) - p[i].detach().numpy()).max())
-        for i, n in enumerate(("V", "K", "Q"))
-    )
+    worst = 0.0
+    for form in ("direct", "moments"):
+        ours = jax.jit(jax_steps(lsa_apply, steps, form))(params, kept)
+        if form == "direct":
+            p, step = torch_setup(torch, params, kept)
+            for _ in range(steps):
+                step()
+        else:
+            p, run = torch_moments_setup(torch, params, kept, steps)
+            run()
+        worst = max(
+            worst,
+            *(
+                float(np.abs(np.asarray(ours[n]) - p[i].detach().numpy()).max())
+                for i, n in enumerate(("V", "K", "Q"))
+            ),
+        )
+    return worst
 
 
 # ----------------------------------------------------------------------------- driver
@@ -134,8 +201,12 @@ def check_agreement(torch, C=8, T=12, d=3, steps=5) -> float:
 def bench_size(C, T, d, steps, repeats, torch, compile_torch) -> dict:
     params, kept = kept_set(C, T, d)
     calls, row = {}, {"C": C, "T": T, "d": d, "steps": steps}
-    for name, apply_fn in (("jax", lsa_apply), ("jax_cumsum", lsa_apply_cumsum)):
-        fn, compile_s = compile_jax(jax_steps(apply_fn, steps), params, kept)
+    for name, apply_fn, form in (
+        ("jax_direct", lsa_apply, "direct"),
+        ("jax_moments", lsa_apply, "moments"),
+        ("jax_cumsum", lsa_apply_cumsum, "direct"),
+    ):
+        fn, compile_s = compile_jax(jax_steps(apply_fn, steps, form), params, kept)
         calls[name] = blocking(fn, params, kept)
         row[f"{name}_compile_s"] = compile_s
     if torch is not None:
@@ -147,6 +218,7 @@ def bench_size(C, T, d, steps, repeats, torch, compile_torch) -> dict:
                 step()
 
         calls["torch_eager"] = eager
+        calls["torch_moments"] = torch_moments_setup(torch, params, kept, steps)[1]
         if compile_torch:
             try:
                 cstep = torch.compile(step)
@@ -167,11 +239,14 @@ def bench_size(C, T, d, steps, repeats, torch, compile_torch) -> dict:
     row["ms_per_step"] = ms
     row["runs_s"] = {n: v["runs_s"] for n, v in t.items()}
     row.update({f"{n}_ms": v for n, v in ms.items()})
-    row["scan_over_cumsum_speedup"] = ms["jax_cumsum"] / ms["jax"]
+    row["scan_over_cumsum_speedup"] = ms["jax_cumsum"] / ms["jax_direct"]
+    row["moments_over_direct_speedup"] = ms["jax_direct"] / ms["jax_moments"]
     if "torch_eager" in ms:
-        row["vs_torch_eager"] = ms["torch_eager"] / ms["jax"]
+        row["vs_torch_eager"] = ms["torch_eager"] / ms["jax_direct"]
+        row["moments_vs_torch_moments"] = ms["torch_moments"] / ms["jax_moments"]
     if "torch_compile" in ms:
-        row["vs_torch_compile"] = ms["torch_compile"] / ms["jax"]
+        row["vs_torch_compile"] = ms["torch_compile"] / ms["jax_direct"]
+        row["moments_vs_torch_compile"] = ms["torch_compile"] / ms["jax_moments"]
     return row
 
 
@@ -195,10 +270,7 @@ def main(argv=None) -> dict:
     rows = []
     for i, (C, T, d) in enumerate(sizes):
         compile_torch = torch is not None and (not args.quick or i == 0)
-        big = C * T * d > 2**22
-        rows.append(
-            bench_size(C, T, d, max(2, steps // 4) if big else steps, repeats, torch, compile_torch)
-        )
+        rows.append(bench_size(C, T, d, steps, repeats, torch, compile_torch))
         print(f"C={C} T={T} d={d}: {rows[-1]['ms_per_step']}", file=sys.stderr)
     payload = {
         "benchmark": "finetune",
@@ -208,25 +280,32 @@ def main(argv=None) -> dict:
         "torch_agreement_max_abs_diff": max_diff,
         "rows": rows,
         "done_when": {
-            "finetune_vs_torch_compile>=1.5": all(
-                r.get("vs_torch_compile", 0) >= 1.5 for r in rows if "vs_torch_compile" in r
+            f"{form}_vs_torch_compile>=1.5": all(r[col] >= 1.5 for r in rows if col in r)
+            if any(col in r for r in rows)
+            else None
+            for form, col in (
+                ("direct", "vs_torch_compile"),
+                ("moments", "moments_vs_torch_compile"),
             )
-            if any("vs_torch_compile" in r for r in rows)
-            else None,
         },
         "load_average_1min": {"before": load_before, "after": load_average()},
     }
     md = [
-        "One Adam step of the filter's fine-tuning (weighted MSE of the LSA outputs to the kept "
-        "policies, C tasks × T rounds) in ms per step; JAX runs `rmft.finetune` (steps in one "
-        "`lax.scan`), PyTorch the same loss and `torch.optim.Adam`. Ratios are PyTorch time over "
-        "JAX time, timed back to back in this run.",
+        f"Adam steps of the filter's fine-tuning (weighted MSE of the LSA outputs to the kept "
+        f"policies, C tasks × T rounds), in ms per step over {steps} steps per call, "
+        "including any one-off statistics. direct: the model over the kept set at "
+        "every step (JAX `finetune_form='direct'`; PyTorch eager and `torch.compile`). moments: "
+        "the library's default for the LSA, statistics once per call then O((d+1)⁴) steps, in "
+        "JAX and in PyTorch (eager). Ratios are PyTorch time over JAX time, timed back to back "
+        "in this run.",
         "",
     ]
     if torch is None:
         md.append("PyTorch is not installed: its columns are skipped.")
     else:
-        md.append(f"JAX and PyTorch parameters after 5 steps agree to {max_diff:.2g}.")
+        md.append(f"JAX and PyTorch parameters after 5 steps agree to {max_diff:.2g} (both forms).")
+    md.append("")
+    md.append("Like for like (the direct form in both):")
     md.append("")
     md.append(
         markdown_table(
@@ -235,25 +314,44 @@ def main(argv=None) -> dict:
                 "C",
                 "T",
                 "d",
-                "jax_ms",
+                "jax_direct_ms",
                 "torch_eager_ms",
                 "torch_compile_ms",
                 "vs_torch_eager",
                 "vs_torch_compile",
                 "torch_threads",
-                "jax_compile_s",
+                "jax_direct_compile_s",
                 "torch_compile_s",
+            ],
+        )
+    )
+    md += ["", "The moments form (what `rmft.finetune` runs for the LSA):", ""]
+    md.append(
+        markdown_table(
+            rows,
+            [
+                "C",
+                "T",
+                "d",
+                "jax_moments_ms",
+                "torch_moments_ms",
+                "moments_vs_torch_moments",
+                "moments_vs_torch_compile",
+                "moments_over_direct_speedup",
+                "jax_moments_compile_s",
             ],
         )
     )
     md += [
         "",
-        "Prefix sums in the JAX step (`lsa_apply`): `jnp.cumsum` (before) against "
+        "Prefix sums in the JAX direct step (`lsa_apply`): `jnp.cumsum` (before) against "
         "`lax.scan` (now):",
         "",
     ]
     md.append(
-        markdown_table(rows, ["C", "T", "d", "jax_cumsum_ms", "jax_ms", "scan_over_cumsum_speedup"])
+        markdown_table(
+            rows, ["C", "T", "d", "jax_cumsum_ms", "jax_direct_ms", "scan_over_cumsum_speedup"]
+        )
     )
     md += ["", f"Load average (1 min) before/after: {load_before}/{load_average()}."]
     write_results("finetune", payload, "\n".join(md))

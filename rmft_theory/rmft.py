@@ -43,7 +43,8 @@ from rmft_theory.envs.gaussian import GaussianFOL
 from rmft_theory.io import to_jsonable
 from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model
-from rmft_theory.models.lsa import invariants
+from rmft_theory.models.lsa import LinearSelfAttention, invariants, lsa_apply
+from rmft_theory.models.lsa_moments import mse_loss_from_moments, mse_moments
 from rmft_theory.progress import Timings, compile_timed
 from rmft_theory.regret import best_fixed_value, cumulative_regret
 from rmft_theory.rollout import (
@@ -65,6 +66,7 @@ SELECTIONS = ("regret", "reward", "pseudo-regret")  # "pseudo-regret": bandits o
 SCOPES = ("task", "pooled")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
+FINETUNE_FORMS = ("auto", "direct", "moments")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -100,6 +102,10 @@ class FilterConfig:
         memory is bounded by ``task_chunk·L·T·d``).
       uniform_mix: bandit environments only: uniform exploration γ ∈ [0, 1] of the sampling
         policy ``(1 − γ) softmax(g/τ) + γ/d`` (:mod:`rmft_theory.bandit_rollout`).
+      finetune_form: how :func:`finetune` evaluates the MSE loss: ``"direct"`` (the model on
+        every kept task at every step), ``"moments"`` (sufficient statistics computed once per
+        iteration, for models in :data:`MSE_MOMENT_FORMS`: the single-layer LSA) or ``"auto"``
+        (moments where available). Both give the same loss and gradients up to float rounding.
     """
 
     tasks: int = 256
@@ -123,6 +129,7 @@ class FilterConfig:
     heldout_tasks: int = 512
     task_chunk: int = 64
     uniform_mix: float = 0.0
+    finetune_form: str = "auto"
 
     def __post_init__(self):
         check_positive_int("tasks", self.tasks)
@@ -138,6 +145,7 @@ class FilterConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("selection", self.selection, SELECTIONS)
         check_choice("scope", self.scope, SCOPES)
+        check_choice("finetune_form", self.finetune_form, FINETUNE_FORMS)
         check_positive_int("heldout_tasks", self.heldout_tasks)
         check_positive_int("task_chunk", self.task_chunk)
         if (
@@ -230,7 +238,13 @@ def _loss_fn(name: str):
 
 
 def apply_function(model) -> Callable:
-    """``apply_fn(params, rewards_TxD)`` for a flax Module, or ``model`` itself if callable."""
+    """``apply_fn(params, rewards_TxD)`` for a flax Module, or ``model`` itself if callable.
+
+    The single-layer LSA module maps to :func:`rmft_theory.models.lsa_apply` (the function its
+    ``apply`` runs), so that :func:`finetune` can use its moments form.
+    """
+    if isinstance(model, LinearSelfAttention):
+        return lsa_apply
     if isinstance(model, nn.Module):
         return lambda params, rewards_TxD: model.apply({"params": params}, rewards_TxD)
     if callable(model):
@@ -260,20 +274,62 @@ def init_state(params, env: GaussianFOL, config: FilterConfig, seeds: Seeds) -> 
     )
 
 
-def finetune(apply_fn: Callable, params, kept: KeptSet, config: FilterConfig):
-    """``finetune_steps`` full-batch optimiser steps on the kept set, as one ``lax.scan``.
+# Models whose MSE fine-tuning loss has a sufficient-statistics form: apply_fn -> (moments_fn,
+# loss_fn) with moments_fn(rewards_CxTxD, targets_CxTxD, weights_C, total) -> stats computed once
+# per fine-tuning call, and loss_fn(params, stats) equal to the direct weighted MSE. Add an entry
+# to give another model the fast path (see rmft_theory/models/lsa_moments.py).
+MSE_MOMENT_FORMS: dict[Callable, tuple[Callable, Callable]] = {
+    lsa_apply: (mse_moments, mse_loss_from_moments),
+}
 
-    Minimises ``Σ_c w_c ℓ(g_θ(R_c), π̄_c) / Σ_c w_c`` with ℓ the MSE or cross-entropy loss.
-    Returns the parameters, the optimiser state and the (steps,) losses before each step.
+
+def finetune_form(apply_fn: Callable, config: FilterConfig) -> str:
+    """``"moments"`` or ``"direct"``: the form :func:`finetune` uses for this model and config."""
+    available = config.loss == "mse" and apply_fn in MSE_MOMENT_FORMS
+    if config.finetune_form == "moments" and not available:
+        raise ValueError(
+            "finetune_form='moments' needs loss='mse' and a model with a moments form "
+            f"(MSE_MOMENT_FORMS: the single-layer LSA); got loss={config.loss!r} and {apply_fn!r}"
+        )
+    if config.finetune_form == "auto":
+        return "moments" if available else "direct"
+    return config.finetune_form
+
+
+def kept_loss(apply_fn: Callable, kept: KeptSet, config: FilterConfig, mesh=None) -> Callable:
+    """``params -> Σ_c w_c ℓ(g_θ(R_c), π̄_c) / Σ_c w_c``, the fine-tuning objective on ``kept``.
+
+    ℓ is the MSE or cross-entropy loss. In the moments form (:func:`finetune_form`) the
+    statistics are computed here, once, as a sum over tasks (over the ``mesh``'s devices when
+    given); the returned function then costs O(E⁴) per call instead of a pass over the kept set.
     """
-    optimizer = config.make_optimizer()
-    loss_one = _loss_fn(config.loss)
     total = jnp.maximum(jnp.sum(kept.weights), jnp.finfo(kept.weights.dtype).tiny)
+    if finetune_form(apply_fn, config) == "moments":
+        moments_fn, loss_fn = MSE_MOMENT_FORMS[apply_fn]
+        if mesh is None:
+            stats = moments_fn(*kept, total)
+        else:
+            stats = sharding.sharded_task_sum(moments_fn, kept, total, mesh)
+        return lambda p: loss_fn(p, stats)
+    loss_one = _loss_fn(config.loss)
 
     def loss(p):
         g_CxTxD = jax.vmap(apply_fn, in_axes=(None, 0))(p, kept.rewards)
         per_C = jax.vmap(loss_one, in_axes=(0, 0, None))(g_CxTxD, kept.targets, config.temperature)
         return jnp.sum(kept.weights * per_C) / total
+
+    return loss
+
+
+def finetune(apply_fn: Callable, params, kept: KeptSet, config: FilterConfig, mesh=None):
+    """``finetune_steps`` full-batch optimiser steps on the kept set, as one ``lax.scan``.
+
+    Minimises :func:`kept_loss` (in the moments form where available). Returns the parameters,
+    the optimiser state and the (steps,) losses before each step. With a ``mesh`` the kept set
+    is split over its devices (:func:`rmft_theory.sharding.sharded_finetune`).
+    """
+    optimizer = config.make_optimizer()
+    loss = kept_loss(apply_fn, kept, config, mesh)
 
     def step(carry, _):
         p, opt_state = carry
@@ -348,6 +404,7 @@ def make_iteration(
     (:mod:`rmft_theory.sharding`); M and the kept-set size must be divisible by the device
     count. The result equals the single-device one up to float rounding.
     """
+    finetune_form(apply_fn, config)  # a clear error now, not at the first fine-tuning
     if getattr(env, "feedback", "full") == "bandit":
         from rmft_theory import bandit_filter  # deferred: bandit_filter imports this module
 
@@ -419,7 +476,7 @@ def make_iteration(
         )
         start = state.base_params if config.from_base else state.params
         kept = buffer if mesh is None else sharding.shard_kept(buffer, mesh)
-        params, opt_state, losses = finetune(apply_fn, start, kept, config)
+        params, opt_state, losses = finetune(apply_fn, start, kept, config, mesh)
         flat = regret_MxL.reshape(-1)
         metrics = {
             "regret_mean": jnp.mean(flat),

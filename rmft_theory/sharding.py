@@ -18,6 +18,9 @@ A :class:`jax.sharding.Mesh` with a ``"tasks"`` axis, and optionally a ``"rollou
 * **Fine-tuning** (GSPMD): the kept set is split over all devices along its task axis and the
   parameters are replicated; XLA adds the all-reduce of the gradient. The loss is a sum over
   tasks, so the only difference from one device is the order of that sum (float rounding).
+  In the LSA's moments form (:mod:`rmft_theory.models.lsa_moments`) each device computes the
+  moments of its share and one ``psum`` adds them (:func:`sharded_task_sum`); the optimiser
+  steps then run replicated.
 
 On CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts) splits the
 host into N devices; on this 2-core machine two devices ran the rollout faster than one
@@ -185,6 +188,20 @@ def shard_kept(kept, mesh: Mesh):
     return jax.lax.with_sharding_constraint(kept, kept_sharding(mesh))
 
 
+def sharded_task_sum(fn: Callable, kept, total, mesh: Mesh):
+    """``Σ_devices fn(*local kept set, total)``: a per-task sum over the kept set, split over the
+    mesh's devices (``shard_map`` + ``psum``), e.g. the LSA's fine-tuning moments."""
+    axes = _task_axes(mesh)
+    spec = P(axes)
+
+    def local(rewards, targets, weights, total):
+        return jax.lax.psum(fn(rewards, targets, weights, total), axes)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec, spec, P()), out_specs=P())(
+        *kept, total
+    )
+
+
 def sharded_finetune(apply_fn: ApplyFn, params, kept, config, mesh: Mesh):
     """:func:`rmft_theory.rmft.finetune` with the kept set split over the mesh's devices.
 
@@ -198,7 +215,7 @@ def sharded_finetune(apply_fn: ApplyFn, params, kept, config, mesh: Mesh):
     _check_divisible("kept tasks", kept.rewards.shape[0], n, "/".join(_task_axes(mesh)))
 
     def run(params, kept):
-        return finetune(apply_fn, params, shard_kept(kept, mesh), config)
+        return finetune(apply_fn, params, shard_kept(kept, mesh), config, mesh)
 
     rep = replicated(mesh)
     return jax.jit(run, in_shardings=(rep, kept_sharding(mesh)), out_shardings=rep)(params, kept)

@@ -43,7 +43,7 @@ def exclusive_prefix_sum(x_TxE: jax.Array) -> jax.Array:
     reduce-window, and the scan made the vmapped LSA forward pass 1.5-1.8× and the fine-tuning
     step 1.2-1.8× faster at T = 50-2000 (benchmarks/bench_finetune.py records the comparison).
     """
-    z_0 = jnp.zeros(x_TxE.shape[1:], x_TxE.dtype)
+    z_0 = jnp.zeros_like(x_TxE[0])  # zeros_like: keeps x's sharding type inside shard_map
     _, z_prev_TxE = jax.lax.scan(lambda z, x: (z + x, z), z_0, x_TxE)
     return z_prev_TxE
 
