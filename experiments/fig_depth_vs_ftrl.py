@@ -17,7 +17,7 @@ optimiser, learning rate and initialisation. On held-out sequences shared by eve
 * the distance to FTRL at η*: the mean over rounds and sequences of ``‖π_model,t − π_FTRL,t‖``
   (both on the ball), absolute and relative to the mean ``‖π_FTRL,t‖``;
 * the distance to the *posterior comparator* ``ρ E[S_T/‖S_T‖ | S_{t−1}]``, the minimiser of both
-  objectives over all causal policies (:func:`rmft_theory.analysis.posterior_comparator_policies`).
+  objectives over all causal policies (:func:`rmft_theory.theory.posterior_comparator_policies`).
   It is not FTRL: its own distance to FTRL is the floor that an expressive, fully trained model
   would sit at.
 
@@ -42,7 +42,6 @@ from rmft_theory.analysis import (
     distance_report,
     ftrl_distance,
     invariant_report,
-    posterior_comparator_policies,
 )
 from rmft_theory.baselines import ftrl_policies
 from rmft_theory.envs import GaussianFOL
@@ -53,7 +52,7 @@ from rmft_theory.plotting import savefig, script_main, subplots
 from rmft_theory.regret import cumulative_regret, growth_exponent_bootstrap
 from rmft_theory.reproduce import unit
 from rmft_theory.rmft import FilterConfig, apply_function, heldout_rewards, run_filter
-from rmft_theory.theory import eta_star, ftrl_weights
+from rmft_theory.theory import eta_star, ftrl_weights, posterior_comparator_policies
 from rmft_theory.train import DirectTrainConfig, train_direct
 
 NAME = "fig_depth_vs_ftrl"

@@ -40,7 +40,6 @@ from rmft_theory.analysis import (
     ball_policies,
     distance_report,
     invariant_report,
-    posterior_comparator_policies,
 )
 from rmft_theory.baselines import ftrl_policies
 from rmft_theory.envs import GaussianFOL
@@ -50,7 +49,7 @@ from rmft_theory.models import make_model
 from rmft_theory.plotting import savefig, script_main, subplots
 from rmft_theory.reproduce import unit
 from rmft_theory.rmft import FilterConfig, apply_function, heldout_rewards, run_filter
-from rmft_theory.theory import ftrl_weights
+from rmft_theory.theory import ftrl_weights, posterior_comparator_policies
 from rmft_theory.train import DirectTrainConfig, train_direct
 
 NAME = "fig_regret_loss_vs_filter"

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from scipy import special
 
 from rmft_theory.baselines.online import ftrl_policies
 from rmft_theory.models.lsa import invariants
 from rmft_theory.spaces import project_ball
-from rmft_theory.theory import expected_norm
 
 
 def relative_error(W, W_star) -> jax.Array:
@@ -72,40 +69,3 @@ def ftrl_distance(apply_fn, params, rewards_NxTxD, W_star, radius: float = 1.0) 
     W = jnp.asarray(W_star, dtype=rewards_NxTxD.dtype)
     ftrl_NxTxD = jax.vmap(ftrl_policies, in_axes=(0, None, None))(rewards_NxTxD, W, radius)
     return distance_report(ball_policies(apply_fn, params, rewards_NxTxD, radius), ftrl_NxTxD)
-
-
-def posterior_comparator_policies(rewards_NxTxD, sigma: float = 1.0, radius: float = 1.0):
-    """The unrestricted minimiser of both objectives of THEORY §3: ``ρ E[S_T/‖S_T‖ | S_{t−1}]``.
-
-    Beyond the linear class of THEORY §3, over *all* causal policies, and for zero-mean rewards
-    ``N(0, σ² I)``:
-
-    - imitation (objective (1)) is minimised by the conditional mean ``E[π* | R_{<t}]``;
-    - the squared regret-loss (objective (2)) separates over t, because the cross terms
-      ``E[<g_s, R_s><g_t, R_t>]`` (s < t) vanish, and is minimised by
-      ``g_t = Σ^{-1} E[ρ‖S_T‖ R_t | R_{<t}]``, which Stein's lemma turns into the same mean.
-
-    With ``S_T = S_{t−1} + Z``, ``Z ~ N(0, v_t I)``, ``v_t = (T − t + 1) σ²``, and
-    ``∇_μ E‖μ + Z‖`` for the non-central chi mean:
-
-        π_t = ρ · E‖Z₁‖ / (d √v_t) · ₁F₁(1/2; d/2 + 1; −‖S_{t−1}‖²/(2 v_t)) · S_{t−1},
-
-    with ``Z₁ ~ N(0, I_d)``. It is FTRL with a round- and state-dependent rate: at small
-    ``‖S_{t−1}‖`` the rate is ``η* √(T/(T−t+1))`` (``η*`` at t = 1), and for large ones the
-    policy saturates at ``ρ S_{t−1}/‖S_{t−1}‖`` (follow-the-leader). Its norm never exceeds ρ.
-
-    Args:
-      rewards_NxTxD: (N, T, d) reward sequences (host arrays; SciPy in float64).
-      sigma: reward standard deviation σ (isotropic covariance).
-      radius: ball radius ρ.
-
-    Returns:
-      (N, T, d) float64 policies.
-    """
-    R = np.asarray(rewards_NxTxD, dtype=np.float64)
-    _, T, d = R.shape
-    S_prev = np.concatenate([np.zeros_like(R[:, :1]), np.cumsum(R, axis=1)[:, :-1]], axis=1)
-    v_1xTx1 = (T - np.arange(T, dtype=np.float64))[None, :, None] * sigma**2
-    x = np.sum(S_prev**2, axis=-1, keepdims=True) / (2.0 * v_1xTx1)
-    coef = radius * expected_norm(d) / (d * np.sqrt(v_1xTx1)) * special.hyp1f1(0.5, d / 2 + 1, -x)
-    return coef * S_prev

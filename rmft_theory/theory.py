@@ -1,4 +1,5 @@
-"""Closed forms of THEORY §3: the FTRL weights that both objectives of the theory select.
+"""Closed forms of THEORY §3: the FTRL weights that both objectives select within the linear
+class, and the posterior comparator that they select over all causal policies.
 
 These run on the host in float64 (NumPy/SciPy); they are constants, not hot paths.
 """
@@ -89,3 +90,45 @@ def ftrl_weights(cov, horizon: int, radius: float = 1.0) -> np.ndarray:
     Sigma = _check_cov(cov)
     M = expected_outer_over_norm(horizon * Sigma)
     return radius / horizon * M @ np.linalg.inv(Sigma)
+
+
+def posterior_comparator_policies(rewards_NxTxD, sigma: float = 1.0, radius: float = 1.0):
+    """The minimiser of both objectives of THEORY §3 over all causal policies (THEORY §3, "Beyond
+    the linear class"): ``π_t = ρ E[S_T/‖S_T‖ | S_{t−1}]``.
+
+    Beyond the linear class of THEORY §3, over *all* causal policies, and for zero-mean rewards
+    ``N(0, σ² I)``:
+
+    - imitation (objective (1)) is minimised by the conditional mean ``E[π* | R_{<t}]``;
+    - the squared regret-loss (objective (2)) separates over t, because the cross terms
+      ``E[<g_s, R_s><g_t, R_t>]`` (s < t) vanish, and is minimised by
+      ``g_t = Σ^{-1} E[ρ‖S_T‖ R_t | R_{<t}]``, which Stein's lemma turns into the same mean.
+
+    With ``S_T = S_{t−1} + Z``, ``Z ~ N(0, v_t I)``, ``v_t = (T − t + 1) σ²``, and
+    ``∇_μ E‖μ + Z‖`` for the non-central chi mean:
+
+        π_t = ρ · E‖Z₁‖ / (d √v_t) · ₁F₁(1/2; d/2 + 1; −‖S_{t−1}‖²/(2 v_t)) · S_{t−1},
+
+    with ``Z₁ ~ N(0, I_d)``. It is FTRL with a round- and state-dependent rate: at small
+    ``‖S_{t−1}‖`` the rate is ``η* √(T/(T−t+1))`` (``η*`` at t = 1), and for large ones the
+    policy saturates at ``ρ S_{t−1}/‖S_{t−1}‖`` (follow-the-leader). Its norm never exceeds ρ.
+
+    Args:
+      rewards_NxTxD: (N, T, d) reward sequences (host arrays; SciPy in float64).
+      sigma: reward standard deviation σ (isotropic covariance).
+      radius: ball radius ρ.
+
+    Returns:
+      (N, T, d) float64 policies.
+    """
+    R = np.asarray(rewards_NxTxD, dtype=np.float64)
+    if R.ndim != 3 or R.shape[1] < 1 or R.shape[2] < 1:
+        raise ValueError(f"rewards must have shape (N, T, d) with T, d >= 1, got {R.shape}")
+    check_positive("sigma", sigma)
+    check_positive("radius", radius)
+    _, T, d = R.shape
+    S_prev = np.concatenate([np.zeros_like(R[:, :1]), np.cumsum(R, axis=1)[:, :-1]], axis=1)
+    v_1xTx1 = (T - np.arange(T, dtype=np.float64))[None, :, None] * sigma**2
+    x = np.sum(S_prev**2, axis=-1, keepdims=True) / (2.0 * v_1xTx1)
+    coef = radius * expected_norm(d) / (d * np.sqrt(v_1xTx1)) * special.hyp1f1(0.5, d / 2 + 1, -x)
+    return coef * S_prev
