@@ -310,36 +310,20 @@ def main(argv=None) -> dict:
     md.append(
         markdown_table(
             rows,
-            [
-                "C",
-                "T",
-                "d",
-                "jax_direct_ms",
-                "torch_eager_ms",
-                "torch_compile_ms",
-                "vs_torch_eager",
-                "vs_torch_compile",
-                "torch_threads",
-                "jax_direct_compile_s",
-                "torch_compile_s",
-            ],
+            (
+                "C T d jax_direct_ms torch_eager_ms torch_compile_ms vs_torch_eager "
+                "vs_torch_compile torch_threads jax_direct_compile_s torch_compile_s"
+            ).split(),
         )
     )
     md += ["", "The moments form (what `rmft.finetune` runs for the LSA):", ""]
     md.append(
         markdown_table(
             rows,
-            [
-                "C",
-                "T",
-                "d",
-                "jax_moments_ms",
-                "torch_moments_ms",
-                "moments_vs_torch_moments",
-                "moments_vs_torch_compile",
-                "moments_over_direct_speedup",
-                "jax_moments_compile_s",
-            ],
+            (
+                "C T d jax_moments_ms torch_moments_ms moments_vs_torch_moments "
+                "moments_vs_torch_compile moments_over_direct_speedup jax_moments_compile_s"
+            ).split(),
         )
     )
     md += [

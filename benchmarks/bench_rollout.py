@@ -748,20 +748,10 @@ def main(argv=None) -> dict:
         f"NumPy/PyTorch against JAX on the same draws: max |regret difference| {max_diff:.2g}.",
         "",
     ]
-    cols = [
-        "M",
-        "L",
-        "T",
-        "d",
-        "noise",
-        "jax_steps_per_s",
-        "vs_numpy",
-        "vs_torch",
-        "jax_over_random_floor",
-        "torch_over_random_floor",
-        "roofline_fraction",
-        "jax_compile_s",
-    ]
+    cols = (
+        "M L T d noise jax_steps_per_s vs_numpy vs_torch "
+        "jax_over_random_floor torch_over_random_floor roofline_fraction jax_compile_s"
+    ).split()
     md.append(markdown_table(rows, cols))
     md += [
         "",
@@ -771,19 +761,10 @@ def main(argv=None) -> dict:
         "",
         markdown_table(
             [given],
-            [
-                "M",
-                "L",
-                "T",
-                "d",
-                "noise",
-                "jax_steps_per_s",
-                "numpy_steps_per_s",
-                "torch_steps_per_s",
-                "vs_numpy",
-                "vs_torch",
-                "roofline_fraction",
-            ],
+            (
+                "M L T d noise jax_steps_per_s numpy_steps_per_s torch_steps_per_s vs_numpy "
+                "vs_torch roofline_fraction"
+            ).split(),
         ),
     ]
     md += [
