@@ -240,10 +240,11 @@ def _loss_fn(name: str):
 def apply_function(model) -> Callable:
     """``apply_fn(params, rewards_TxD)`` for a flax Module, or ``model`` itself if callable.
 
-    The single-layer LSA module maps to :func:`rmft_theory.models.lsa_apply` (the function its
-    ``apply`` runs), so that :func:`finetune` can use its moments form.
+    The single-layer LSA module (exactly that class) maps to
+    :func:`rmft_theory.models.lsa_apply`, the function its ``apply`` runs, so that
+    :func:`finetune` can use its moments form.
     """
-    if isinstance(model, LinearSelfAttention):
+    if type(model) is LinearSelfAttention:  # not subclasses: they may change __call__
         return lsa_apply
     if isinstance(model, nn.Module):
         return lambda params, rewards_TxD: model.apply({"params": params}, rewards_TxD)
@@ -610,8 +611,12 @@ class FilterResult(NamedTuple):
 
 
 def _fingerprint(env, config, seeds, params) -> dict:
+    """What a checkpoint must match to be resumed. ``finetune_form`` is left out: both forms
+    minimise the same loss, so a run may resume in the other one (and checkpoints written
+    before the field existed still resume)."""
     shapes = [list(np.shape(x)) for x in jax.tree_util.tree_leaves(params)]
-    return to_jsonable({"env": env, "config": config, "seeds": seeds, "param_shapes": shapes})
+    settings = {k: v for k, v in to_jsonable(config).items() if k != "finetune_form"}
+    return to_jsonable({"env": env, "config": settings, "seeds": seeds, "param_shapes": shapes})
 
 
 def _stack(history: list[dict]) -> dict:
