@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from rmft_theory.models.linear_attention import (
     EMBED_INIT,
-    LinearAttentionLayer,
+    attention_layer,
     check_linear_attention_options,
     fan_in_normal,
     shift_right,
@@ -194,15 +194,7 @@ class EquivariantLinearAttention(nn.Module):
         start_W = self.param("start", nn.initializers.zeros, (W,), self.param_dtype)
         x_TxDxW = shift_right(x, start_W)
         for i in range(self.depth):
-            x_TxDxW = x_TxDxW + LinearAttentionLayer(
-                heads=self.heads,
-                head_dim=self.head_dim,
-                normalise=self.normalise,
-                algorithm=self.algorithm,
-                out_scale=self.out_scale,
-                param_dtype=self.param_dtype,
-                name=f"layer_{i}",
-            )(x_TxDxW)
+            x_TxDxW = x_TxDxW + attention_layer(self, i)(x_TxDxW)
             if self.arm_mixing:
                 M_WxW = self.param(
                     f"mix_{i}", fan_in_normal(self.out_scale, 0, 1), (W, W), self.param_dtype

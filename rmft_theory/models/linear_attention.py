@@ -163,6 +163,20 @@ class LinearAttentionLayer(nn.Module):
         return jnp.einsum("...hv,hvw->...w", a, Wo)
 
 
+def attention_layer(module, i: int) -> LinearAttentionLayer:
+    """Residual layer ``i`` (named ``layer_i``) of a linear-attention stack, built from the
+    module's shared options (call inside the module's ``nn.compact`` method)."""
+    return LinearAttentionLayer(
+        heads=module.heads,
+        head_dim=module.head_dim,
+        normalise=module.normalise,
+        algorithm=module.algorithm,
+        out_scale=module.out_scale,
+        param_dtype=module.param_dtype,
+        name=f"layer_{i}",
+    )
+
+
 class LinearAttention(nn.Module):
     """Multi-layer causal linear attention (module docstring); ``apply -> g_TxD``.
 
@@ -216,15 +230,7 @@ class LinearAttention(nn.Module):
         start_W = self.param("start", nn.initializers.zeros, (x_TxW.shape[-1],), self.param_dtype)
         x_TxW = shift_right(x_TxW, start_W)
         for i in range(self.depth):
-            x_TxW = x_TxW + LinearAttentionLayer(
-                heads=self.heads,
-                head_dim=self.head_dim,
-                normalise=self.normalise,
-                algorithm=self.algorithm,
-                out_scale=self.out_scale,
-                param_dtype=self.param_dtype,
-                name=f"layer_{i}",
-            )(x_TxW)
+            x_TxW = x_TxW + attention_layer(self, i)(x_TxW)
         if self.width is None:
             return x_TxW[:, self.d + 1 :]
         readout = nn.Dense(
