@@ -234,7 +234,7 @@ def bench_size(C, T, d, steps, repeats, torch, compile_torch) -> dict:
             except Exception as exc:  # inductor needs a working C++ toolchain
                 print(f"torch.compile failed, skipped: {exc!r:.200}", file=sys.stderr)
                 row["torch_compile"] = f"failed: {exc!r:.200}"
-    t = time_interleaved(calls, repeats)
+    t = time_interleaved(calls, repeats, block=2)  # blocks: see time_interleaved
     ms = {n: 1e3 * v["median_s"] / steps for n, v in t.items()}
     row["ms_per_step"] = ms
     row["runs_s"] = {n: v["runs_s"] for n, v in t.items()}

@@ -131,7 +131,8 @@ def bench(label, fns, args, work, repeats, pick=lambda out: out) -> dict:
             float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (1e-12 + np.max(np.abs(b))))
             for a, b in zip(leaves, ref)
         )
-    times = time_interleaved({n: blocking(c, *args) for n, c in compiled.items()}, repeats)
+    calls = {n: blocking(c, *args) for n, c in compiled.items()}
+    times = time_interleaved(calls, max(2, repeats // 3), block=3)
     row = {"workload": label, "work_units": work}
     for name in fns:
         row[f"{name}_ms"] = 1e3 * times[name]["median_s"]

@@ -39,3 +39,16 @@ def test_finetune_pytorch_reference_matches_both_forms():
     torch = pytest.importorskip("torch")
     # 5 Adam steps (lr 1e-2) from the same float32 start in both libraries: 1e-5 absolute.
     assert load("finetune").check_agreement(torch) < 1e-5
+
+
+def test_rollout_verdicts_check_the_median_over_processes_too():
+    bench = load("rollout")
+    given = {"vs_numpy": 12.0, "roofline_fraction": 0.05, "vs_torch": 1.6}
+    spread = {"vs_numpy_median": 9.0, "vs_torch_median": 1.7}
+    out = bench.verdicts([], given, [], True, None, spread)
+    assert out["per_trajectory_rewards_given_vs_numpy>=10"]
+    assert not out["per_trajectory_rewards_given_vs_numpy>=10_process_median"]
+    assert out["per_trajectory_rewards_given_vs_torch>=1.5_process_median"]
+    assert "per_trajectory_rewards_given_vs_torch>=1.5_process_median" not in bench.verdicts(
+        [], given, [], True, None, {}
+    )

@@ -1,0 +1,34 @@
+"""The timing protocol of rmft_theory.benchmarking (call order and counts; nothing is timed)."""
+
+import pytest
+
+from rmft_theory.benchmarking import time_interleaved
+
+
+def recorder(log: list, name: str):
+    return lambda: log.append(name)
+
+
+def test_single_calls_alternate_and_the_order_reverses_every_round():
+    log = []
+    out = time_interleaved({"a": recorder(log, "a"), "b": recorder(log, "b")}, repeats=3)
+    # one warm-up round, then rounds a b | b a | a b
+    assert log == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert {name: len(r["runs_s"]) for name, r in out.items()} == {"a": 3, "b": 3}
+
+
+def test_blocks_run_back_to_back_after_one_untimed_settling_call():
+    log = []
+    out = time_interleaved(
+        {"a": recorder(log, "a"), "b": recorder(log, "b")}, repeats=2, warmup=0, block=3
+    )
+    assert log == ["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4
+    assert {name: len(r["runs_s"]) for name, r in out.items()} == {"a": 6, "b": 6}
+    for r in out.values():
+        assert r["min_s"] <= r["median_s"]
+
+
+@pytest.mark.parametrize("kwargs", [{"repeats": 0}, {"block": 0}])
+def test_bad_counts_are_named(kwargs):
+    with pytest.raises(ValueError, match="repeats and block"):
+        time_interleaved({"a": lambda: None}, **kwargs)
