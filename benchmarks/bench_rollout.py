@@ -652,9 +652,13 @@ def given_spread(floors: dict, processes: int, repeats: int, loop_repeats: int) 
     """The rewards-given headline again in ``processes`` fresh child processes, one at a time.
 
     On the 2-core benchmark VM a process's JAX speed is bimodal: the same compiled rollout
-    ran at 0.53 ms in some processes and 0.80 ms in others, steadily within each (8 fresh
-    processes: 4 and 4), whatever else ran. One process's ratio is one draw of that; the
-    spread over processes, and its median, are what a single run cannot show.
+    ran at 0.53 ms in some fresh processes and 0.80 ms (one core's speed) in others, in
+    proportions that changed from one batch of processes to the next (4 of 8 slow, then 1 of
+    8), and a process can switch. Here, with PyTorch compiled and timed alongside, JAX ran
+    at 0.86-0.88 ms in 6 processes of 6 (cause not pinned down: importing PyTorch or running
+    it eagerly first did not reproduce it, compiling with it first slowed 3 of 6). One
+    process's ratio is one draw of that; the spread over processes is what a single run
+    cannot show.
     """
     code = (
         "import json, sys; "
