@@ -640,16 +640,20 @@ def scaling_one_core(quick: bool, repeats: int) -> list[dict] | str:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def given_child(floors: dict, repeats: int, loop_repeats: int) -> dict:
-    """:func:`bench_given` in this process with PyTorch if present (run by :func:`given_spread`)."""
-    torch = import_torch()
+def given_child(floors: dict, repeats: int, loop_repeats: int, with_torch: bool = True) -> dict:
+    """:func:`bench_given` in this process, with PyTorch if present and ``with_torch`` (run by
+    :func:`given_spread`)."""
+    torch = import_torch() if with_torch else None
     row = bench_given(HEADLINE, floors, torch, repeats, loop_repeats, torch is not None)
     keys = ("jax_steps_per_s", "vs_numpy", "vs_torch", "torch_best", "times_s")
     return {k: row[k] for k in keys if k in row}
 
 
-def given_spread(floors: dict, processes: int, repeats: int, loop_repeats: int) -> dict:
-    """The rewards-given headline again in ``processes`` fresh child processes, one at a time.
+def given_spread(
+    floors: dict, processes: int, repeats: int, loop_repeats: int, with_torch: bool = True
+) -> dict:
+    """The rewards-given headline again in ``processes`` fresh child processes, one at a time
+    (without PyTorch when ``with_torch`` is false: JAX and the NumPy loop only).
 
     On the 2-core benchmark VM a process's JAX speed is bimodal: the same compiled rollout
     ran at 0.53 ms in some fresh processes and 0.80 ms (one core's speed) in others, in
@@ -663,7 +667,8 @@ def given_spread(floors: dict, processes: int, repeats: int, loop_repeats: int) 
     code = (
         "import json, sys; "
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_rollout as b; "
-        f"print(json.dumps(b.given_child(json.loads(sys.argv[1]), {repeats}, {loop_repeats})))"
+        "print(json.dumps(b.given_child("
+        f"json.loads(sys.argv[1]), {repeats}, {loop_repeats}, {with_torch})))"
     )
     runs, failures = [], []
     for _ in range(processes):
@@ -681,6 +686,26 @@ def given_spread(floors: dict, processes: int, repeats: int, loop_repeats: int) 
             out[f"{key}_median"] = float(np.median(values))
             out[f"{key}_range"] = [float(min(values)), float(max(values))]
     return out
+
+
+def spread_markdown(spread: dict, title: str = "") -> list[str]:
+    """Markdown lines for a :func:`given_spread` result: one row per process, then medians."""
+    runs = spread["processes"]
+    cols = "process jax_steps_per_s vs_numpy vs_torch torch_best".split()
+    medians = [
+        f"{k} {spread[k + '_median']:.3g} (range {spread[k + '_range'][0]:.3g}-"
+        f"{spread[k + '_range'][1]:.3g})"
+        for k in ("jax_steps_per_s", "vs_numpy", "vs_torch")
+        if k + "_median" in spread
+    ]
+    return [
+        f"The same headline in {len(runs)} fresh processes, one after another{title} "
+        "(:func:`given_spread`; a process's speed on this VM is bimodal):",
+        "",
+        markdown_table([{"process": i, **r} for i, r in enumerate(runs)], cols),
+        "",
+        "Median over processes: " + ", ".join(medians) + ".",
+    ]
 
 
 def verdicts(rows, given, scaling, torch_present, scaling_1core=None, spread=None) -> dict:
@@ -778,6 +803,11 @@ def main(argv=None) -> dict:
     print(f"{HEADLINE} rewards given: {given['jax_steps_per_s']:.3g} steps/s", file=sys.stderr)
     n_spread = (2 if args.quick else 5) if args.spread is None else args.spread
     spread = given_spread(floors, n_spread, repeats, loop_repeats) if n_spread > 0 else {}
+    spread_jax = (
+        given_spread(floors, n_spread, repeats, loop_repeats, with_torch=False)
+        if n_spread > 0 and torch is not None
+        else {}
+    )
     scaling = scaling_rows(args.quick, repeats)
     scaling_1core = scaling_one_core(args.quick, repeats)
     choices = (
@@ -803,6 +833,7 @@ def main(argv=None) -> dict:
         "rows": rows,
         "rewards_given": given,
         "rewards_given_spread": spread,
+        "rewards_given_spread_without_torch": spread_jax,
         "scaling": scaling,
         "scaling_one_core": scaling_1core,
         "choices": choices,
@@ -852,34 +883,12 @@ def main(argv=None) -> dict:
         "threads; every variant was timed in blocks of 5 calls after a settling call, and "
         "`times_s` in `rollout.json` lists them all.",
     ]
-    if spread.get("processes"):
-        md += [
-            "",
-            f"The same headline in {len(spread['processes'])} fresh processes, one after "
-            "another (:func:`given_spread`; a process's speed on this VM is bimodal):",
-            "",
-            markdown_table(
-                [
-                    {
-                        "process": i,
-                        **{k: r.get(k) for k in ("jax_steps_per_s", "vs_numpy")},
-                        "vs_torch": r.get("vs_torch"),
-                        "torch_best": r.get("torch_best"),
-                    }
-                    for i, r in enumerate(spread["processes"])
-                ],
-                "process jax_steps_per_s vs_numpy vs_torch torch_best".split(),
-            ),
-            "",
-            "Median over processes: "
-            + ", ".join(
-                f"{k} {spread[k + '_median']:.3g} (range {spread[k + '_range'][0]:.3g}-"
-                f"{spread[k + '_range'][1]:.3g})"
-                for k in ("jax_steps_per_s", "vs_numpy", "vs_torch")
-                if k + "_median" in spread
-            )
-            + ".",
-        ]
+    for title, table in (
+        ("", spread),
+        (" without PyTorch in the process (JAX and the NumPy loop only)", spread_jax),
+    ):
+        if table.get("processes"):
+            md += ["", *spread_markdown(table, title)]
     md += [
         "",
         "Scaling (JAX; rate relative to the first row of each axis and noise, the "

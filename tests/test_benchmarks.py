@@ -52,3 +52,17 @@ def test_rollout_verdicts_check_the_median_over_processes_too():
     assert "per_trajectory_rewards_given_vs_torch>=1.5_process_median" not in bench.verdicts(
         [], given, [], True, None, {}
     )
+
+
+def test_spread_markdown_lists_every_process_and_the_medians():
+    bench = load("rollout")
+    spread = {
+        "processes": [{"jax_steps_per_s": 1e9, "vs_numpy": 14.0}, {"jax_steps_per_s": 6e8}],
+        "jax_steps_per_s_median": 8e8,
+        "jax_steps_per_s_range": [6e8, 1e9],
+    }
+    lines = bench.spread_markdown(spread, " without PyTorch")
+    assert "2 fresh processes" in lines[0] and "without PyTorch" in lines[0]
+    table = lines[2].splitlines()
+    assert len(table) == 4 and table[2].startswith("| 0 | 1e+09 | 14 |")
+    assert lines[-1] == "Median over processes: jax_steps_per_s 8e+08 (range 6e+08-1e+09)."
