@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rmft_theory import metrics
+from rmft_theory import metrics, sampling
 from rmft_theory.baselines import bandits as bb
 from rmft_theory.envs import make_env
 
@@ -41,7 +41,7 @@ def run_jax(algo, keys, tables):
 # per-step calls of the Beta sampler cost ~30 ms each).
 uniform_draw = jax.jit(jax.random.uniform)
 normal_draw = jax.jit(jax.random.normal, static_argnums=1)
-beta_draw = jax.jit(jax.random.beta)
+beta_draw = jax.jit(sampling.beta)
 
 
 @functools.partial(jax.jit, static_argnums=1)

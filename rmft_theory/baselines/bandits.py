@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rmft_theory import sampling
 from rmft_theory.validation import check_nonnegative, check_positive, check_positive_int
 
 
@@ -175,7 +176,8 @@ def _init_beta(d: int) -> BetaState:
 def thompson_bernoulli(alpha0: float = 1.0, beta0: float = 1.0) -> BanditAlgorithm:
     """Beta–Bernoulli Thompson sampling (Thompson 1933; Agrawal & Goyal 2012).
 
-    Draw ``θ_a ~ Beta(α₀ + S_a, β₀ + F_a)`` (``jax.random.beta(key, ·)``, one draw per arm), play
+    Draw ``θ_a ~ Beta(α₀ + S_a, β₀ + F_a)`` (:func:`rmft_theory.sampling.beta`, exact, one draw
+    per arm from ``key``), play
     ``argmax_a θ_a``, then ``S_a += r``, ``F_a += 1 − r`` for the played arm. Rewards in [0, 1].
     """
     return discounted_thompson(1.0, alpha0, beta0)
@@ -197,7 +199,7 @@ def discounted_thompson(
     check_positive("beta0", beta0)
 
     def act(key, state: BetaState):
-        return _argmax(jax.random.beta(key, alpha0 + state.successes, beta0 + state.failures))
+        return _argmax(sampling.beta(key, alpha0 + state.successes, beta0 + state.failures))
 
     def update(state: BetaState, arm, reward):
         one_hot = jax.nn.one_hot(arm, state.successes.shape[0], dtype=state.successes.dtype)
