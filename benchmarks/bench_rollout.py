@@ -434,14 +434,19 @@ def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> d
                 impls["torch_compile"] = compiled
             except Exception as exc:
                 print(f"torch.compile failed, skipped: {exc!r:.200}", file=sys.stderr)
+
         # PyTorch at every thread count tried (its best is the reference): the set_num_threads
         # inside the call costs nothing measurable next to a 0.5 ms rollout.
+        def at_threads(fn, n):
+            def call():
+                torch.set_num_threads(n)
+                return fn(Vt, kt, Rt)
+
+            return call
+
         for name, fn in impls.items():
             for n in sorted({1, os.cpu_count() or 1}):
-                calls[f"{name}@{n}"] = lambda fn=fn, n=n: (
-                    torch.set_num_threads(n),
-                    fn(Vt, kt, Rt),
-                )[1]
+                calls[f"{name}@{n}"] = at_threads(fn, n)
     t = time_interleaved(calls, repeats, block=5)
     t.update(time_interleaved(slow, loop_repeats))
     if threads_before is not None:
@@ -629,15 +634,24 @@ def scaling_one_core(quick: bool, repeats: int) -> list[dict] | str:
     """
     if not hasattr(os, "sched_setaffinity"):
         return "skipped: os.sched_setaffinity is not available on this platform"
+    ok, out = in_child(f"scaling_rows({quick}, {repeats})", one_core=True)
+    return out if ok else f"failed: {out}"
+
+
+def in_child(call: str, *argv: str, one_core: bool = False) -> tuple[bool, object]:
+    """Evaluate ``bench_rollout.<call>`` in a fresh Python process (``sys.argv[1:]`` there is
+    ``argv``; pinned to one core with ``one_core``): ``(True, its JSON result)`` or
+    ``(False, the last line of its stderr)``."""
+    pin = "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); " if one_core else ""
     code = (
-        "import json, os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        f"import json, os, sys; {pin}"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_rollout as b; "
-        f"print(json.dumps(b.scaling_rows({quick}, {repeats})))"
+        f"print(json.dumps(b.{call}))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     if done.returncode != 0:
-        return f"failed: {done.stderr.strip().splitlines()[-1:]}"
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        return False, done.stderr.strip().splitlines()[-1:]
+    return True, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def given_child(floors: dict, repeats: int, loop_repeats: int, with_torch: bool = True) -> dict:
@@ -664,21 +678,11 @@ def given_spread(
     process's ratio is one draw of that; the spread over processes is what a single run
     cannot show.
     """
-    code = (
-        "import json, sys; "
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_rollout as b; "
-        "print(json.dumps(b.given_child("
-        f"json.loads(sys.argv[1]), {repeats}, {loop_repeats}, {with_torch})))"
-    )
+    call = f"given_child(json.loads(sys.argv[1]), {repeats}, {loop_repeats}, {with_torch})"
     runs, failures = [], []
     for _ in range(processes):
-        done = subprocess.run(
-            [sys.executable, "-c", code, json.dumps(floors)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            failures.append(done.stderr.strip().splitlines()[-1:])
-            continue
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        ok, out = in_child(call, json.dumps(floors))
+        (runs if ok else failures).append(out)
     out: dict = {"processes": runs, "failures": failures}
     for key in ("jax_steps_per_s", "vs_numpy", "vs_torch"):
         values = [r[key] for r in runs if key in r]
