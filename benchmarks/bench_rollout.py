@@ -73,8 +73,10 @@ from rmft_theory.benchmarking import (
 from rmft_theory.envs import GaussianFOL
 from rmft_theory.models import lsa_apply, make_model
 from rmft_theory.models.lsa import key_vector
+from rmft_theory.regret import best_fixed_value
 from rmft_theory.rollout import (
     Exploration,
+    earned_from_draws,
     rollout_scores,
     task_chunk_size,
     task_draws,
@@ -212,18 +214,10 @@ def torch_rollout(torch, V, k, rewards, noise=None, generator=None, L=None):
     in-place ops per chunk.
     """
     M, T, d = rewards.shape
-    e = torch.cat([rewards, torch.ones(M, T, 1)], dim=-1)
-    x = e * (e @ k)[..., None]
-    z = torch.cumsum(x, dim=1) - x  # exclusive prefix sum
-    g = z @ V.T  # (M, T, d)
-    best = RADIUS * torch.linalg.vector_norm(rewards.sum(dim=1), dim=-1)
+    g = torch_model(torch, V, k, rewards)
     if noise is not None and noise.dim() == 3:
-        gn = torch.bmm(g, noise.transpose(1, 2))  # (M, T, L)
-        rn = torch.bmm(rewards, noise.transpose(1, 2))
-        sq = (g * g).sum(-1, keepdim=True) + 2 * gn + (noise * noise).sum(-1)[:, None, :]
-        dot = (g * rewards).sum(-1, keepdim=True) + rn
-        scale = torch.clamp(RADIUS * torch.rsqrt(sq), max=1.0)
-        return best[:, None] - (scale * dot).sum(dim=1)
+        return torch_collapsed_regrets(torch, g, rewards, noise)
+    best = RADIUS * torch.linalg.vector_norm(rewards.sum(dim=1), dim=-1)
     L = noise.shape[1] if noise is not None else L
     chunk = max(1, 1024 // L)
     out = []
@@ -239,6 +233,27 @@ def torch_rollout(torch, V, k, rewards, noise=None, generator=None, L=None):
         scale = torch.clamp(RADIUS * torch.rsqrt(sq), max=1.0)
         out.append(best[m0:m1, None] - (scale * dot).sum(dim=-1))
     return torch.cat(out)
+
+
+def torch_model(torch, V, k, rewards):
+    """The LSA outputs ``g`` (M, T, d): ``V`` times the exclusive prefix sum of ``e_t (e_tᵀk)``."""
+    M, T, _ = rewards.shape
+    e = torch.cat([rewards, torch.ones(M, T, 1)], dim=-1)
+    x = e * (e @ k)[..., None]
+    z = torch.cumsum(x, dim=1) - x  # exclusive prefix sum
+    return z @ V.T
+
+
+def torch_collapsed_regrets(torch, g, rewards, noise):
+    """Regrets (M, L) for per-trajectory noise (M, L, d) by the collapsed form: ``‖g + n‖²`` and
+    ``<g + n, R>`` from two batched (T, d)×(d, L) products."""
+    best = RADIUS * torch.linalg.vector_norm(rewards.sum(dim=1), dim=-1)
+    gn = torch.bmm(g, noise.transpose(1, 2))  # (M, T, L)
+    rn = torch.bmm(rewards, noise.transpose(1, 2))
+    sq = (g * g).sum(-1, keepdim=True) + 2 * gn + (noise * noise).sum(-1)[:, None, :]
+    dot = (g * rewards).sum(-1, keepdim=True) + rn
+    scale = torch.clamp(RADIUS * torch.rsqrt(sq), max=1.0)
+    return best[:, None] - (scale * dot).sum(dim=1)
 
 
 def torch_full(torch, V, k, M, L, T, d, noise, generator):
@@ -371,6 +386,7 @@ def bench_case(case, noise, floors, torch, repeats, loop_repeats, compiled_torch
             floors["bandwidth_gbs"],
         ),
         "gflops_per_s": flops(M, L, T, d) / t["jax"]["median_s"] / 1e9,
+        "jax_cores": t["jax"]["cores"],
     }
     if torch is not None:
         torch_best = min(t[n]["median_s"] for n in ("torch", "torch_compile") if n in t)
@@ -458,6 +474,8 @@ def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> d
         jax_steps_per_s=steps / t["jax"]["median_s"],
         numpy_steps_per_s=steps / t["numpy"]["median_s"],
         vs_numpy=t["numpy"]["median_s"] / t["jax"]["median_s"],
+        jax_cores=t["jax"]["cores"],
+        jax_switches_per_call=t["jax"]["switches_per_call"],
         roofline_fraction=roofline_fraction(
             flops(M, L, T, d),
             bytes_moved(M, L, T, d),
@@ -473,8 +491,168 @@ def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> d
             torch_steps_per_s=steps / torch_best,
             vs_torch=torch_best / t["jax"]["median_s"],
             torch_best=torch_name,
+            torch_cores=t[torch_name]["cores"],
         )
     return row
+
+
+# ----------------------------------------------------------------------------- stages
+
+STAGES = ("model", "draws", "score", "full")
+
+
+def jax_stages(case) -> dict:
+    """The rewards-given headline's stages as zero-argument blocking calls, the library's way.
+
+    ``model``: the LSA outputs of every task; ``draws``: every task's (L, d) noise from its key
+    (:func:`rmft_theory.rollout.task_draws`); ``score``: the collapsed regrets from given
+    outputs and noise (:func:`rmft_theory.rollout.earned_from_draws`); ``full``: the whole
+    :func:`rmft_theory.rollout.rollout_scores` call, whose parts these are (one chunk of tasks
+    at the headline size, so the stages are the same computations vmapped over tasks).
+    """
+    M, L, T, d = case
+    _, params = setup(M, T, d)
+    exploration = Exploration("per-trajectory", SCALE, space="ball", radius=RADIUS)
+    rewards = jax.random.normal(jax.random.key(5), (M, T, d))
+    key = jax.random.key(6)
+
+    def model(params, rewards):
+        return jax.vmap(lsa_apply, in_axes=(None, 0))(params, rewards)
+
+    def draws(g, key):
+        keys = jax.random.split(key, M)
+        return jax.vmap(lambda k, g_m: task_draws(k, g_m, exploration, L))(keys, g)
+
+    def score(g, rewards, noise):
+        def one(g_m, r_m, n_m):
+            best = best_fixed_value(r_m.sum(0), exploration.space, exploration.radius)
+            return best - earned_from_draws(g_m, r_m, n_m, exploration)
+
+        return jax.vmap(one)(g, rewards, noise)
+
+    def full(params, rewards, key):
+        return rollout_scores(lsa_apply, params, rewards, key, exploration, L).regret
+
+    g = jax.jit(model)(params, rewards)
+    noise = jax.jit(draws)(g, key)
+    args = {
+        "model": (params, rewards),
+        "draws": (g, key),
+        "score": (g, rewards, noise),
+        "full": (params, rewards, key),
+    }
+    fns = {"model": model, "draws": draws, "score": score, "full": full}
+    return {s: blocking(compile_jax(fns[s], *args[s])[0], *args[s]) for s in STAGES}
+
+
+def torch_stages(torch, case, threads: int, compiled: bool) -> dict:
+    """The same stages in PyTorch (:func:`torch_model`, ``torch.randn``,
+    :func:`torch_collapsed_regrets`), eager or ``torch.compile``-d, at ``threads`` threads."""
+    M, L, T, d = case
+    _, params = setup(M, T, d)
+    V, k = (torch.from_numpy(a) for a in numpy_params(params))
+    R = torch.from_numpy(np.array(jax.random.normal(jax.random.key(5), (M, T, d))))
+    gen = torch.Generator().manual_seed(0)
+
+    def model(R):
+        return torch_model(torch, V, k, R)
+
+    def draws():
+        return SCALE * torch.randn(M, L, d, generator=gen)
+
+    def score(g, R, noise):
+        return torch_collapsed_regrets(torch, g, R, noise)
+
+    def full(R):
+        return score(model(R), R, draws())
+
+    if compiled:
+        model, score, full = (torch.compile(f, dynamic=False) for f in (model, score, full))
+    g, noise = model(R), draws()
+    args = {"model": (R,), "draws": (), "score": (g, R, noise), "full": (R,)}
+    fns = {"model": model, "draws": draws, "score": score, "full": full}
+
+    def call(fn, args):
+        def run():
+            torch.set_num_threads(threads)
+            return fn(*args)
+
+        return run
+
+    return {s: call(fns[s], args[s]) for s in STAGES}
+
+
+def bench_given_stages(case, torch, repeats: int, torch_best: str | None = None) -> list[dict]:
+    """Each stage of the rewards-given headline in JAX and in PyTorch, back to back (blocks of 5).
+
+    PyTorch runs as the variant ``torch_best`` names (``"torch_compile@2"``: compiled, two
+    threads; from :func:`bench_given`), eager at all threads if None. Returns one row per stage
+    with times, ``vs_torch`` (PyTorch time over JAX time) and each side's ``cores`` and
+    ``switches_per_call`` (:func:`rmft_theory.benchmarking.time_interleaved`).
+    """
+    calls = {f"jax_{s}": c for s, c in jax_stages(case).items()}
+    if torch is not None:
+        variant, _, n = (torch_best or f"torch@{os.cpu_count() or 1}").partition("@")
+        threads_before = torch.get_num_threads()
+        stages = torch_stages(torch, case, int(n or 1), compiled=variant == "torch_compile")
+        calls.update({f"torch_{s}": c for s, c in stages.items()})
+    t = time_interleaved(calls, repeats, block=5)
+    if torch is not None:
+        torch.set_num_threads(threads_before)
+    rows = []
+    for s in STAGES:
+        j = t[f"jax_{s}"]
+        row = {
+            "stage": s,
+            "jax_ms": 1e3 * j["median_s"],
+            "jax_cores": j["cores"],
+            "jax_switches_per_call": j["switches_per_call"],
+        }
+        if torch is not None:
+            o = t[f"torch_{s}"]
+            row.update(
+                torch_ms=1e3 * o["median_s"],
+                torch_cores=o["cores"],
+                vs_torch=o["median_s"] / j["median_s"],
+                torch_variant=torch_best or "torch",
+            )
+        rows.append(row)
+    return rows
+
+
+def stages_one_core(repeats: int) -> list[dict] | str:
+    """JAX's stages (:func:`bench_given_stages`) in a child process pinned to one core."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "skipped: os.sched_setaffinity is not available on this platform"
+    ok, out = in_child(f"bench_given_stages({HEADLINE}, None, {repeats})", one_core=True)
+    return out if ok else f"failed: {out}"
+
+
+def stages_markdown(stages: list[dict], one_core) -> list[str]:
+    """The stage table: both libraries on all cores, and JAX pinned to one core beside them."""
+    one = {r["stage"]: r["jax_ms"] for r in one_core} if isinstance(one_core, list) else {}
+    rows = [{**r, "jax_one_core_ms": one.get(r["stage"])} for r in stages]
+    cols = (
+        "stage jax_ms jax_cores jax_switches_per_call jax_one_core_ms torch_ms torch_cores "
+        "vs_torch torch_variant"
+    ).split()
+    note = "" if one else f" (one-core run: {one_core})"
+    parts = {r["stage"]: r for r in stages}
+    sums = []
+    for side in ("jax", "torch"):
+        if f"{side}_ms" in parts["full"]:
+            total = sum(parts[s][f"{side}_ms"] for s in STAGES if s != "full")
+            sums.append(f"{side} {total:.3g} ms against {parts['full'][f'{side}_ms']:.3g} ms")
+    return [
+        "The headline's stages, each timed alone (:func:`bench_given_stages`; `cores`: process "
+        "CPU time over wall time, spin-waiting included; `switches_per_call`: voluntary context "
+        "switches, how often a thread slept waiting for work; `jax_one_core_ms`: the same JAX "
+        f"stage in a child process pinned to one core){note}:",
+        "",
+        markdown_table(rows, cols),
+        "",
+        "Sum of the stages timed alone against the full call: " + "; ".join(sums) + ".",
+    ]
 
 
 # ----------------------------------------------------------------------------- RNG choices
@@ -611,6 +789,7 @@ def bench_scaling(cases, repeats) -> list[dict]:
                     "time_ms": 1e3 * t[case]["median_s"],
                     "steps_per_s": rate,
                     "rate_vs_first": rate / base,
+                    "cores": t[case]["cores"],
                 }
             )
     return rows
@@ -659,7 +838,15 @@ def given_child(floors: dict, repeats: int, loop_repeats: int, with_torch: bool 
     :func:`given_spread`)."""
     torch = import_torch() if with_torch else None
     row = bench_given(HEADLINE, floors, torch, repeats, loop_repeats, torch is not None)
-    keys = ("jax_steps_per_s", "vs_numpy", "vs_torch", "torch_best", "times_s")
+    keys = (
+        "jax_steps_per_s",
+        "vs_numpy",
+        "vs_torch",
+        "torch_best",
+        "jax_cores",
+        "jax_switches_per_call",
+        "times_s",
+    )
     return {k: row[k] for k in keys if k in row}
 
 
@@ -669,14 +856,20 @@ def given_spread(
     """The rewards-given headline again in ``processes`` fresh child processes, one at a time
     (without PyTorch when ``with_torch`` is false: JAX and the NumPy loop only).
 
-    On the 2-core benchmark VM a process's JAX speed is bimodal: the same compiled rollout
-    ran at 0.53 ms in some fresh processes and 0.80 ms (one core's speed) in others, in
+    On the 2-core benchmark VM JAX's speed is bimodal: the same compiled rollout ran at
+    0.53 ms in some fresh processes and 0.80-0.95 ms (one core's speed) in others, in
     proportions that changed from one batch of processes to the next (4 of 8 slow, then 1 of
-    8), and a process can switch. Here, with PyTorch compiled and timed alongside, JAX ran
-    at 0.86-0.88 ms in 6 processes of 6 (cause not pinned down: importing PyTorch or running
-    it eagerly first did not reproduce it, compiling with it first slowed 3 of 6). One
-    process's ratio is one draw of that; the spread over processes is what a single run
-    cannot show.
+    8; on a later day, stretches of minutes in which every fresh process was slow, then
+    fast), and a process can switch (once, within one run, the per-step rollout ran 1.6×
+    faster in one section than in the next). With PyTorch compiled and timed in the
+    process, JAX was slow every time (28 processes of 28, over two days). What is known:
+    the pool's wake-ups per call are the same in both modes (``jax_switches_per_call``);
+    CPU time over wall time (``jax_cores``, spin-waiting included) was 1.0-1.1 in the
+    processes with PyTorch but 1.25-1.9 without it, in slow and fast processes alike, so it
+    does not tell the modes apart; the guest recorded no steal time; OpenMP's threads told
+    to sleep (``OMP_WAIT_POLICY=PASSIVE``), a larger malloc arena, and several compiles of
+    the same rollout in one process changed nothing. One process's ratio is one draw of
+    all this; the spread over processes is what a single run cannot show.
     """
     call = f"given_child(json.loads(sys.argv[1]), {repeats}, {loop_repeats}, {with_torch})"
     runs, failures = [], []
@@ -695,7 +888,8 @@ def given_spread(
 def spread_markdown(spread: dict, title: str = "") -> list[str]:
     """Markdown lines for a :func:`given_spread` result: one row per process, then medians."""
     runs = spread["processes"]
-    cols = "process jax_steps_per_s vs_numpy vs_torch torch_best".split()
+    cols = "process jax_steps_per_s jax_cores jax_switches_per_call vs_numpy vs_torch torch_best"
+    cols = cols.split()
     medians = [
         f"{k} {spread[k + '_median']:.3g} (range {spread[k + '_range'][0]:.3g}-"
         f"{spread[k + '_range'][1]:.3g})"
@@ -805,6 +999,8 @@ def main(argv=None) -> dict:
         HEADLINE, floors, torch, repeats, loop_repeats, compiled_torch=torch is not None
     )
     print(f"{HEADLINE} rewards given: {given['jax_steps_per_s']:.3g} steps/s", file=sys.stderr)
+    stages = bench_given_stages(HEADLINE, torch, repeats, given.get("torch_best"))
+    stages_1core = stages_one_core(repeats)
     n_spread = (2 if args.quick else 5) if args.spread is None else args.spread
     spread = given_spread(floors, n_spread, repeats, loop_repeats) if n_spread > 0 else {}
     spread_jax = (
@@ -836,6 +1032,8 @@ def main(argv=None) -> dict:
         "reference_max_abs_diff": max_diff,
         "rows": rows,
         "rewards_given": given,
+        "rewards_given_stages": stages,
+        "rewards_given_stages_one_core": stages_1core,
         "rewards_given_spread": spread,
         "rewards_given_spread_without_torch": spread_jax,
         "scaling": scaling,
@@ -866,7 +1064,7 @@ def main(argv=None) -> dict:
     ]
     cols = (
         "M L T d noise jax_steps_per_s vs_numpy vs_torch "
-        "jax_over_random_floor torch_over_random_floor roofline_fraction jax_compile_s"
+        "jax_over_random_floor torch_over_random_floor roofline_fraction jax_cores jax_compile_s"
     ).split()
     md.append(markdown_table(rows, cols))
     md += [
@@ -879,13 +1077,15 @@ def main(argv=None) -> dict:
             [given],
             (
                 "M L T d noise jax_steps_per_s numpy_steps_per_s torch_steps_per_s vs_numpy "
-                "vs_torch torch_best roofline_fraction"
+                "vs_torch torch_best roofline_fraction jax_cores torch_cores"
             ).split(),
         ),
         "",
         "`torch_best`: the fastest PyTorch variant, eager or `torch.compile`, at `@n` intra-op "
         "threads; every variant was timed in blocks of 5 calls after a settling call, and "
         "`times_s` in `rollout.json` lists them all.",
+        "",
+        *stages_markdown(stages, stages_1core),
     ]
     for title, table in (
         ("", spread),
@@ -897,10 +1097,11 @@ def main(argv=None) -> dict:
         "",
         "Scaling (JAX; rate relative to the first row of each axis and noise, the "
         "headline size; B = 1024 shows the fixed per-call overhead and is outside the "
-        "linearity check):",
+        "linearity check; `cores`: process CPU time over wall time, which shows where XLA's "
+        "worker threads joined in):",
         "",
     ]
-    scaling_cols = ["axis", "noise", "M", "L", "T", "B", "time_ms", "steps_per_s", "rate_vs_first"]
+    scaling_cols = "axis noise M L T B time_ms steps_per_s rate_vs_first cores".split()
     md.append(markdown_table(scaling, scaling_cols))
     md += ["", "The same, in a child process pinned to one core (:func:`scaling_one_core`):", ""]
     if isinstance(scaling_1core, list):

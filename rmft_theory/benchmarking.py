@@ -72,7 +72,11 @@ def time_interleaved(
     """Time zero-argument ``calls`` back to back: ``warmup`` untimed rounds, then ``repeats``
     rounds in which each call runs ``block`` timed times in a row (after one untimed settling
     call when ``block > 1``); the order reverses every round. Returns, per name, the median,
-    the minimum and all ``repeats · block`` run times in seconds.
+    the minimum and all ``repeats · block`` run times in seconds, and how the process used the
+    machine meanwhile: ``cores`` (process CPU time over wall time across the timed calls, all
+    threads, spin-waiting included) and ``switches_per_call`` (voluntary context switches per
+    timed call: how often a thread went to sleep waiting for work; ``None`` where
+    ``resource`` is unavailable).
 
     Rounds make ratios robust to slow drifts in machine load. Blocks matter when the calls
     come from different libraries: each keeps worker threads (OpenMP's in PyTorch and
@@ -88,18 +92,41 @@ def time_interleaved(
         for name in names:
             calls[name]()
     runs: dict[str, list[float]] = {name: [] for name in names}
+    cpu = dict.fromkeys(names, 0.0)
+    switches = dict.fromkeys(names, 0)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             if block > 1:
                 calls[name]()  # settle: let the previous library's threads go idle
+            switches_before = voluntary_switches()
             for _ in range(block):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 calls[name]()
-                runs[name].append(time.perf_counter() - t0)
+                t1, c1 = time.perf_counter(), time.process_time()
+                runs[name].append(t1 - t0)
+                cpu[name] += c1 - c0
+            if switches_before is not None:
+                switches[name] += voluntary_switches() - switches_before
+    has_switches = voluntary_switches() is not None
     return {
-        name: {"median_s": statistics.median(r), "min_s": min(r), "runs_s": r}
+        name: {
+            "median_s": statistics.median(r),
+            "min_s": min(r),
+            "runs_s": r,
+            "cores": cpu[name] / sum(r) if sum(r) > 0 else 0.0,
+            "switches_per_call": switches[name] / len(r) if has_switches else None,
+        }
         for name, r in runs.items()
     }
+
+
+def voluntary_switches() -> int | None:
+    """Voluntary context switches of this process so far (all threads), or None off Unix."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
 
 
 def cost_flops(compiled) -> float:
@@ -334,7 +361,9 @@ def assemble_results(folder: Path | None = None, out: Path | None = None) -> Pat
         f"Machine: {info['cpu']}, {info['cores']} cores; JAX {info['versions'].get('jax')} "
         f"on {info['backend']} ({', '.join(info['devices'])}); git {info['git_revision']}.",
         f"Assembled {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC by "
-        "`rmft bench`. Each table comes from one process; ratios are measured within that run.",
+        "`rmft bench`. Each table comes from one run of its benchmark and its ratios are "
+        "measured within that run: in one process, except where a table says it repeats the "
+        "measurement in fresh processes (the rollout headline's spread, sharding).",
         "",
     ]
     for md in sorted((folder / "results").glob("*.md")):

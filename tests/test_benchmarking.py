@@ -32,3 +32,25 @@ def test_blocks_run_back_to_back_after_one_untimed_settling_call():
 def test_bad_counts_are_named(kwargs):
     with pytest.raises(ValueError, match="repeats and block"):
         time_interleaved({"a": lambda: None}, **kwargs)
+
+
+def test_machine_use_tells_a_sleeping_call_from_a_busy_one():
+    """``cores`` is CPU time over wall time: a sleep uses almost none, a busy loop one core.
+
+    Bounds with wide margins, as they hold on a loaded machine: 20 ms of sleep costs the
+    process well under 0.3 ms of CPU (cores < 0.25 leaves 10× that for the timing code
+    itself), and a busy loop runs on the CPU unless the scheduler takes it off, which would
+    have to happen for over 3/4 of its wall time to fail cores > 0.25.
+    """
+    import time
+
+    def busy():
+        end = time.perf_counter() + 0.02
+        while time.perf_counter() < end:
+            pass
+
+    out = time_interleaved({"sleep": lambda: time.sleep(0.02), "busy": busy}, repeats=2)
+    assert out["sleep"]["cores"] < 0.25
+    assert out["busy"]["cores"] > 0.25
+    for r in out.values():
+        assert r["switches_per_call"] is None or r["switches_per_call"] >= 0

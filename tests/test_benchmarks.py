@@ -3,6 +3,7 @@
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 
 from rmft_theory.benchmarking import benchmarks_dir, discover_benchmarks, import_torch
@@ -64,5 +65,69 @@ def test_spread_markdown_lists_every_process_and_the_medians():
     lines = bench.spread_markdown(spread, " without PyTorch")
     assert "2 fresh processes" in lines[0] and "without PyTorch" in lines[0]
     table = lines[2].splitlines()
-    assert len(table) == 4 and table[2].startswith("| 0 | 1e+09 | 14 |")
+    assert len(table) == 4 and table[2].startswith("| 0 | 1e+09 |  |  | 14 |")
     assert lines[-1] == "Median over processes: jax_steps_per_s 8e+08 (range 6e+08-1e+09)."
+
+
+def test_rollout_stages_are_the_parts_of_the_full_call():
+    # The score stage, fed the model and draws stages' outputs, is the full rollout's regret:
+    # the same keys and arithmetic, so equal up to float32 rounding of a different fusion
+    # (1e-4 absolute on regrets of O(1)-O(10), as for the references). PyTorch's stages, when
+    # installed, score the same trajectories up to its own (different) noise draws, so only
+    # their composition is checked: its score stage on its model and noise is its full call.
+    bench = load("rollout")
+    case = (3, 5, 17, 4)
+    jax_calls = bench.jax_stages(case)
+    assert np.abs(np.asarray(jax_calls["score"]()) - np.asarray(jax_calls["full"]())).max() < 1e-4
+    torch = import_torch()
+    if torch is not None:
+        calls = bench.torch_stages(torch, case, threads=1, compiled=False)
+        assert tuple(calls["model"]().shape) == (3, 17, 4)
+        assert tuple(calls["draws"]().shape) == (3, 5, 4)
+        assert tuple(calls["score"]().shape) == tuple(calls["full"]().shape) == (3, 5)
+
+
+def test_stages_markdown_sums_the_stages_and_says_why_one_core_is_missing():
+    bench = load("rollout")
+    stages = [
+        {"stage": s, "jax_ms": ms, "jax_cores": 1.0, "jax_switches_per_call": 2.0}
+        for s, ms in zip(bench.STAGES, (0.2, 0.1, 0.3, 0.8), strict=True)
+    ]
+    lines = bench.stages_markdown(stages, "skipped: no affinity")
+    assert "(one-core run: skipped: no affinity)" in lines[0]
+    assert lines[-1].endswith("full call: jax 0.6 ms against 0.8 ms.")
+    one_core = [{"stage": "model", "jax_ms": 0.25}]
+    table = bench.stages_markdown(stages, one_core)[2].splitlines()
+    assert table[2].startswith("| model | 0.2 | 1 | 2 | 0.25 |")
+
+
+def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
+    bench = load("sharding")
+
+    def row(label, single, mesh2, diff=0.0):
+        return {
+            "workload": label,
+            "single_ms": single,
+            "mesh1_ms": single,
+            "mesh2_ms": mesh2,
+            "speedup_vs_single": single / mesh2,
+            "speedup_vs_mesh1": single / mesh2,
+            "single_cores": 1.0,
+            "mesh2_cores": 2.0,
+            "mesh2_max_rel_diff": diff,
+        }
+
+    runs = [
+        [row("rollout a", 1.0, 0.5), row("finetune", 2.0, 4.0)],
+        "failed: ['boom']",
+        [row("rollout a", 1.0, 2.0, 1e-7), row("finetune", 2.0, 1.0)],
+        [row("rollout a", 3.0, 1.0), row("finetune", 2.0, 4.0)],
+    ]
+    out = {r["workload"]: r for r in bench.summarize(runs, 2)}
+    assert out["rollout a"]["processes"] == 3
+    assert out["rollout a"]["speedup_vs_single"] == 2.0  # median of 2, 0.5, 3
+    assert out["rollout a"]["faster_in"] == "2/3"
+    assert out["rollout a"]["speedup_range"] == "0.50-3.00"
+    assert out["rollout a"]["mesh2_max_rel_diff"] == 1e-7
+    assert out["finetune"]["faster_in"] == "1/3"
+    assert bench.summarize(["failed: ['x']"], 2) == []
