@@ -190,8 +190,9 @@ def in_fresh_processes(processes: int, devices: int, quick: bool, repeats: int) 
 
 def summarize(runs: list, n: int) -> list[dict]:
     """Per workload over the processes of :func:`in_fresh_processes`: median times, cores and
-    speed-ups, the speed-up's range, in how many processes N devices were faster than one,
-    and the largest difference of a sharded result from the single-device one."""
+    speed-ups, the ranges of the times and the speed-up, in how many processes N devices were
+    faster than one, and the largest difference of a sharded result from the single-device
+    one."""
     done = [r for r in runs if isinstance(r, list)]
     out = []
     for label in [row["workload"] for row in done[0]] if done else []:
@@ -208,6 +209,9 @@ def summarize(runs: list, n: int) -> list[dict]:
             f"mesh{n}_cores",
         ):
             summary[key] = float(np.median([r[key] for r in rows]))
+        for key in ("single_ms", f"mesh{n}_ms"):
+            times = [r[key] for r in rows]
+            summary[f"{key}_range"] = f"{min(times):.3g}-{max(times):.3g}"
         summary["speedup_range"] = f"{min(speedups):.2f}-{max(speedups):.2f}"
         summary["faster_in"] = f"{sum(x > 1.0 for x in speedups)}/{len(rows)}"
         summary[f"mesh{n}_max_rel_diff"] = max(r[f"mesh{n}_max_rel_diff"] for r in rows)
@@ -261,8 +265,10 @@ def main(argv=None) -> dict:
     cols = [
         "workload",
         "single_ms",
+        "single_ms_range",
         "mesh1_ms",
         f"mesh{n}_ms",
+        f"mesh{n}_ms_range",
         "speedup_vs_single",
         "speedup_range",
         "faster_in",
@@ -277,8 +283,8 @@ def main(argv=None) -> dict:
         f"cores, measured in {processes} fresh processes one after another (medians over them; "
         f"one process's speed on this VM is one draw of a bimodal distribution). `single`: "
         f"plain jit on one device; `mesh1`/`mesh{n}`: the sharded code on 1 and {n} devices. "
-        f"Speed-up = single (or mesh1) time over mesh{n} time, with its range over the "
-        f"processes and the number of processes in which {n} devices were faster; `cores`: "
+        f"Speed-up = single (or mesh1) time over mesh{n} time; the `_range` columns span the "
+        f"processes, and `faster_in` counts those in which {n} devices were faster; `cores`: "
         "process CPU time over wall time while it ran, all threads (spin-waiting included, so "
         "an upper bound on the cores doing work); the last column is the largest relative "
         "difference of a sharded result from the single-device one in any process.",

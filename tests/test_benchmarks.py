@@ -128,6 +128,8 @@ def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
     assert out["rollout a"]["speedup_vs_single"] == 2.0  # median of 2, 0.5, 3
     assert out["rollout a"]["faster_in"] == "2/3"
     assert out["rollout a"]["speedup_range"] == "0.50-3.00"
+    assert out["rollout a"]["single_ms_range"] == "1-3"
+    assert out["rollout a"]["mesh2_ms_range"] == "0.5-2"
     assert out["rollout a"]["mesh2_max_rel_diff"] == 1e-7
     assert out["finetune"]["faster_in"] == "1/3"
     assert bench.summarize(["failed: ['x']"], 2) == []
