@@ -49,7 +49,6 @@ import argparse
 import itertools
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,6 +66,7 @@ from rmft_theory.benchmarking import (
     machine_floors,
     markdown_table,
     roofline_fraction,
+    run_child,
     time_interleaved,
     write_results,
 )
@@ -463,10 +463,12 @@ def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> d
         for name, fn in impls.items():
             for n in sorted({1, os.cpu_count() or 1}):
                 calls[f"{name}@{n}"] = at_threads(fn, n)
-    t = time_interleaved(calls, repeats, block=5)
+    try:
+        t = time_interleaved(calls, repeats, block=5)
+    finally:
+        if threads_before is not None:
+            torch.set_num_threads(threads_before)
     t.update(time_interleaved(slow, loop_repeats))
-    if threads_before is not None:
-        torch.set_num_threads(threads_before)
     steps = M * L * T
     row.update(
         jax_compile_s=compile_s,
@@ -596,9 +598,11 @@ def bench_given_stages(case, torch, repeats: int, torch_best: str | None = None)
         threads_before = torch.get_num_threads()
         stages = torch_stages(torch, case, int(n or 1), compiled=variant == "torch_compile")
         calls.update({f"torch_{s}": c for s, c in stages.items()})
-    t = time_interleaved(calls, repeats, block=5)
-    if torch is not None:
-        torch.set_num_threads(threads_before)
+    try:
+        t = time_interleaved(calls, repeats, block=5)
+    finally:
+        if torch is not None:
+            torch.set_num_threads(threads_before)
     rows = []
     for s in STAGES:
         j = t[f"jax_{s}"]
@@ -820,17 +824,14 @@ def scaling_one_core(quick: bool, repeats: int) -> list[dict] | str:
 def in_child(call: str, *argv: str, one_core: bool = False) -> tuple[bool, object]:
     """Evaluate ``bench_rollout.<call>`` in a fresh Python process (``sys.argv[1:]`` there is
     ``argv``; pinned to one core with ``one_core``): ``(True, its JSON result)`` or
-    ``(False, the last line of its stderr)``."""
+    ``(False, why it failed)`` (:func:`rmft_theory.benchmarking.run_child`)."""
     pin = "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); " if one_core else ""
     code = (
         f"import json, os, sys; {pin}"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_rollout as b; "
         f"print(json.dumps(b.{call}))"
     )
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
-    if done.returncode != 0:
-        return False, done.stderr.strip().splitlines()[-1:]
-    return True, json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child([sys.executable, "-c", code, *argv])
 
 
 def given_child(floors: dict, repeats: int, loop_repeats: int, with_torch: bool = True) -> dict:
@@ -862,11 +863,13 @@ def given_spread(
     8; on a later day, stretches of minutes in which every fresh process was slow, then
     fast), and a process can switch (once, within one run, the per-step rollout ran 1.6×
     faster in one section than in the next). With PyTorch compiled and timed in the
-    process, JAX was slow every time (28 processes of 28, over two days). What is known:
-    the pool's wake-ups per call are the same in both modes (``jax_switches_per_call``);
-    CPU time over wall time (``jax_cores``, spin-waiting included) was 1.0-1.1 in the
-    processes with PyTorch but 1.25-1.9 without it, in slow and fast processes alike, so it
-    does not tell the modes apart; the guest recorded no steal time; OpenMP's threads told
+    process, JAX was slow every time (over 30 processes, on two days). What is known: in
+    the slow mode each stage of the rollout takes its time pinned to one core or longer
+    (:func:`bench_given_stages`); the pool's wake-ups per call are the same in both modes
+    (``jax_switches_per_call``); CPU time over wall time (``jax_cores``, spin-waiting
+    included) was 1.0-1.4 in the processes with PyTorch and 1.0-1.9 without it, in slow and
+    fast processes alike, so it does not tell the modes apart; the guest recorded no steal
+    time; OpenMP's threads told
     to sleep (``OMP_WAIT_POLICY=PASSIVE``), a larger malloc arena, and several compiles of
     the same rollout in one process changed nothing. One process's ratio is one draw of
     all this; the spread over processes is what a single run cannot show.

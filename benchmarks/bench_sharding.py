@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 
@@ -55,6 +54,7 @@ from rmft_theory.benchmarking import (  # noqa: E402
     compile_jax,
     load_average,
     markdown_table,
+    run_child,
     time_interleaved,
     write_results,
 )
@@ -180,11 +180,8 @@ def in_fresh_processes(processes: int, devices: int, quick: bool, repeats: int) 
     for _ in range(processes):
         cmd = [sys.executable, __file__, "--child", "--devices", str(devices)]
         cmd += ["--repeats", str(repeats)] + (["--quick"] if quick else [])
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            runs.append(f"failed: {done.stderr.strip().splitlines()[-1:]}")
-        else:
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        ok, out = run_child(cmd)
+        runs.append(out if ok and isinstance(out, list) else f"failed: {out}")
     return runs
 
 
@@ -243,7 +240,7 @@ def main(argv=None) -> dict:
         rows = measure(args.quick, repeats)
         print(json.dumps(rows))
         return {"rows": rows}
-    processes = args.processes or (1 if args.quick else 5)
+    processes = (1 if args.quick else 5) if args.processes is None else args.processes
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
     load_before = load_average()
@@ -283,7 +280,8 @@ def main(argv=None) -> dict:
         f"cores, measured in {processes} fresh processes one after another (medians over them; "
         f"one process's speed on this VM is one draw of a bimodal distribution). `single`: "
         f"plain jit on one device; `mesh1`/`mesh{n}`: the sharded code on 1 and {n} devices. "
-        f"Speed-up = single (or mesh1) time over mesh{n} time; the `_range` columns span the "
+        f"Speed-up: single (or mesh1) time over mesh{n} time in each process, then the median "
+        f"over processes; the `_range` columns span the "
         f"processes, and `faster_in` counts those in which {n} devices were faster; `cores`: "
         "process CPU time over wall time while it ran, all threads (spin-waiting included, so "
         "an upper bound on the cores doing work); the last column is the largest relative "

@@ -74,7 +74,9 @@ def time_interleaved(
     call when ``block > 1``); the order reverses every round. Returns, per name, the median,
     the minimum and all ``repeats · block`` run times in seconds, and how the process used the
     machine meanwhile: ``cores`` (process CPU time over wall time across the timed calls, all
-    threads, spin-waiting included) and ``switches_per_call`` (voluntary context switches per
+    threads, spin-waiting included; for calls of well under a millisecond only an estimate,
+    as the kernel brings other threads' CPU time up to date lazily: values above the core
+    count occur) and ``switches_per_call`` (voluntary context switches per
     timed call: how often a thread went to sleep waiting for work; ``None`` where
     ``resource`` is unavailable).
 
@@ -127,6 +129,31 @@ def voluntary_switches() -> int | None:
     except ImportError:  # Windows
         return None
     return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
+def run_child(cmd: list[str], timeout_s: float = 3600.0) -> tuple[bool, object]:
+    """Run ``cmd`` (a benchmark child process) and parse the last line of its stdout as JSON.
+
+    Returns ``(True, the parsed value)``, or ``(False, why)`` when the child failed, timed
+    out, printed nothing or printed something that is not JSON, so that a parent measuring
+    in several fresh processes keeps the runs that finished.
+    """
+    import json
+    import subprocess
+
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout_s:g} s"
+    if done.returncode != 0:
+        return False, f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        return False, f"no output; stderr: {done.stderr.strip().splitlines()[-1:]}"
+    try:
+        return True, json.loads(lines[-1])
+    except json.JSONDecodeError as exc:
+        return False, f"last line is not JSON ({exc}): {lines[-1][:200]!r}"
 
 
 def cost_flops(compiled) -> float:
@@ -305,6 +332,7 @@ __all__ = [
     "numpy_copy_bandwidth_gbs",
     "numpy_matmul_peak_gflops",
     "roofline_fraction",
+    "run_child",
     "time_host",
     "time_interleaved",
     "time_jax",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rmft_theory.benchmarking import time_interleaved
+from rmft_theory.benchmarking import run_child, time_interleaved
 
 
 def recorder(log: list, name: str):
@@ -52,5 +52,22 @@ def test_machine_use_tells_a_sleeping_call_from_a_busy_one():
     out = time_interleaved({"sleep": lambda: time.sleep(0.02), "busy": busy}, repeats=2)
     assert out["sleep"]["cores"] < 0.25
     assert out["busy"]["cores"] > 0.25
-    for r in out.values():
-        assert r["switches_per_call"] is None or r["switches_per_call"] >= 0
+    # Every sleep blocks the thread: at least one voluntary context switch per call (on Unix).
+    assert out["sleep"]["switches_per_call"] is None or out["sleep"]["switches_per_call"] >= 1
+
+
+def test_run_child_returns_json_or_says_why_it_failed():
+    import sys
+
+    def child(code):
+        return run_child([sys.executable, "-c", code], timeout_s=60)
+
+    assert child("print('noise'); print('[1, 2]')") == (True, [1, 2])
+    ok, why = child("import sys; sys.exit(3)")
+    assert not ok and why.startswith("exit 3")
+    ok, why = child("pass")
+    assert not ok and why.startswith("no output")
+    ok, why = child("print('not json')")
+    assert not ok and "not JSON" in why
+    ok, why = run_child([sys.executable, "-c", "import time; time.sleep(5)"], timeout_s=0.5)
+    assert not ok and why.startswith("timed out")

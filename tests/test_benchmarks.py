@@ -72,19 +72,23 @@ def test_spread_markdown_lists_every_process_and_the_medians():
 def test_rollout_stages_are_the_parts_of_the_full_call():
     # The score stage, fed the model and draws stages' outputs, is the full rollout's regret:
     # the same keys and arithmetic, so equal up to float32 rounding of a different fusion
-    # (1e-4 absolute on regrets of O(1)-O(10), as for the references). PyTorch's stages, when
-    # installed, score the same trajectories up to its own (different) noise draws, so only
-    # their composition is checked: its score stage on its model and noise is its full call.
+    # (1e-4 absolute on regrets of O(1)-O(10), as for the references). PyTorch's stages are
+    # the helpers torch_rollout is built from, whose numbers check_references tests; here
+    # only that each stage call runs and has its shape (its noise is its own draw).
     bench = load("rollout")
     case = (3, 5, 17, 4)
     jax_calls = bench.jax_stages(case)
     assert np.abs(np.asarray(jax_calls["score"]()) - np.asarray(jax_calls["full"]())).max() < 1e-4
     torch = import_torch()
     if torch is not None:
-        calls = bench.torch_stages(torch, case, threads=1, compiled=False)
-        assert tuple(calls["model"]().shape) == (3, 17, 4)
-        assert tuple(calls["draws"]().shape) == (3, 5, 4)
-        assert tuple(calls["score"]().shape) == tuple(calls["full"]().shape) == (3, 5)
+        threads = torch.get_num_threads()
+        try:
+            calls = bench.torch_stages(torch, case, threads=1, compiled=False)
+            assert tuple(calls["model"]().shape) == (3, 17, 4)
+            assert tuple(calls["draws"]().shape) == (3, 5, 4)
+            assert tuple(calls["score"]().shape) == tuple(calls["full"]().shape) == (3, 5)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def test_stages_markdown_sums_the_stages_and_says_why_one_core_is_missing():
