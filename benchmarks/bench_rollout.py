@@ -857,22 +857,24 @@ def given_spread(
     """The rewards-given headline again in ``processes`` fresh child processes, one at a time
     (without PyTorch when ``with_torch`` is false: JAX and the NumPy loop only).
 
-    On the 2-core benchmark VM JAX's speed is bimodal: the same compiled rollout ran at
-    0.53 ms in some fresh processes and 0.80-0.95 ms (one core's speed) in others, in
-    proportions that changed from one batch of processes to the next (4 of 8 slow, then 1 of
-    8; on a later day, stretches of minutes in which every fresh process was slow, then
-    fast), and a process can switch (once, within one run, the per-step rollout ran 1.6×
-    faster in one section than in the next). With PyTorch compiled and timed in the
-    process, JAX was slow every time (over 30 processes, on two days). What is known: in
-    the slow mode each stage of the rollout takes its time pinned to one core or longer
-    (:func:`bench_given_stages`); the pool's wake-ups per call are the same in both modes
-    (``jax_switches_per_call``); CPU time over wall time (``jax_cores``, spin-waiting
-    included) was 1.0-1.4 in the processes with PyTorch and 1.0-1.9 without it, in slow and
-    fast processes alike, so it does not tell the modes apart; the guest recorded no steal
-    time; OpenMP's threads told
-    to sleep (``OMP_WAIT_POLICY=PASSIVE``), a larger malloc arena, and several compiles of
-    the same rollout in one process changed nothing. One process's ratio is one draw of
-    all this; the spread over processes is what a single run cannot show.
+    On the 2-core benchmark VM JAX's speed is bimodal: the same compiled rollout ran at 0.53 ms
+    in some fresh processes and 0.80-0.95 ms (about one core's speed) in others, in proportions
+    that changed from one batch of processes to the next (4 of 8 slow, then 1 of 8; on a later
+    day, stretches of minutes in which every fresh process was slow, then fast), and a process
+    can switch (once, within one run, the per-step rollout ran 1.6× faster in one section than
+    in the next). With PyTorch compiled and timed in the process, JAX was slow every time (over
+    30 processes, on two days). What is known: in the slow mode stages of the rollout take their
+    time pinned to one core or longer (:func:`bench_given_stages`; with PyTorch in the process
+    all of them, in JAX-only processes the model and the noise draws, 1.8-2.1× their fast-mode
+    times, while the scoring pass kept its two-core speed); the pool's wake-ups per call are the
+    same in both modes (``jax_switches_per_call``); CPU time over wall time (``jax_cores``,
+    spin-waiting included) was 1.0-1.4 in the processes with PyTorch and 1.0-1.9 without it, in
+    slow and fast processes alike, so it does not tell the modes apart; the guest recorded no
+    steal time, and a cross-CPU wake-up (a pipe round trip between processes pinned to the two
+    CPUs) took 5-20 µs in both modes; OpenMP's threads told to sleep
+    (``OMP_WAIT_POLICY=PASSIVE``), a larger malloc arena, and several compiles of the same
+    rollout in one process changed nothing. One process's ratio is one draw of all this; the
+    spread over processes is what a single run cannot show.
     """
     call = f"given_child(json.loads(sys.argv[1]), {repeats}, {loop_repeats}, {with_torch})"
     runs, failures = [], []
