@@ -90,19 +90,28 @@ def load_npz(path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def git_revision() -> str | None:
-    """The checkout's git revision (with ``-dirty``), or None outside a git checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
+# Folders the project writes its results into: changes there do not make a revision "dirty".
+OUTPUT_PATHS = ("figures", "benchmarks/results", "benchmarks/RESULTS.md")
+
+
+def git_revision(repo: Path | None = None) -> str | None:
+    """The checkout's git revision, with ``-dirty`` when tracked files other than the outputs
+    (:data:`OUTPUT_PATHS`, which the runs themselves rewrite) differ from it; None outside a
+    git checkout. ``repo``: a folder inside the checkout (default: this package's)."""
+    here = Path(repo or Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
-        return rev or None
+
+    try:
+        rev = git("describe", "--always", "--abbrev=12")
+        if not rev:
+            return None
+        excluded = [f":(top,exclude){path}" for path in OUTPUT_PATHS]
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *excluded)
+        return f"{rev}-dirty" if changed else rev
     except (OSError, subprocess.SubprocessError):
         return None
 
