@@ -256,6 +256,16 @@ def torch_collapsed_regrets(torch, g, rewards, noise):
     return best[:, None] - (scale * dot).sum(dim=1)
 
 
+def torch_at_threads(torch, threads: int, fn, *args):
+    """A zero-argument call of ``fn(*args)`` that first sets PyTorch to ``threads`` threads."""
+
+    def call():
+        torch.set_num_threads(threads)
+        return fn(*args)
+
+    return call
+
+
 def torch_full(torch, V, k, M, L, T, d, noise, generator):
     """The PyTorch reference drawing its own rewards and noise (``torch.randn``)."""
     rewards = torch.randn(M, T, d, generator=generator)
@@ -453,16 +463,9 @@ def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> d
 
         # PyTorch at every thread count tried (its best is the reference): the set_num_threads
         # inside the call costs nothing measurable next to a 0.5 ms rollout.
-        def at_threads(fn, n):
-            def call():
-                torch.set_num_threads(n)
-                return fn(Vt, kt, Rt)
-
-            return call
-
         for name, fn in impls.items():
             for n in sorted({1, os.cpu_count() or 1}):
-                calls[f"{name}@{n}"] = at_threads(fn, n)
+                calls[f"{name}@{n}"] = torch_at_threads(torch, n, fn, Vt, kt, Rt)
     try:
         t = time_interleaved(calls, repeats, block=5)
     finally:
@@ -574,14 +577,7 @@ def torch_stages(torch, case, threads: int, compiled: bool) -> dict:
     args = {"model": (R,), "draws": (), "score": (g, R, noise), "full": (R,)}
     fns = {"model": model, "draws": draws, "score": score, "full": full}
 
-    def call(fn, args):
-        def run():
-            torch.set_num_threads(threads)
-            return fn(*args)
-
-        return run
-
-    return {s: call(fns[s], args[s]) for s in STAGES}
+    return {s: torch_at_threads(torch, threads, fns[s], *args[s]) for s in STAGES}
 
 
 def bench_given_stages(case, torch, repeats: int, torch_best: str | None = None) -> list[dict]:
@@ -626,10 +622,7 @@ def bench_given_stages(case, torch, repeats: int, torch_best: str | None = None)
 
 def stages_one_core(repeats: int) -> list[dict] | str:
     """JAX's stages (:func:`bench_given_stages`) in a child process pinned to one core."""
-    if not hasattr(os, "sched_setaffinity"):
-        return "skipped: os.sched_setaffinity is not available on this platform"
-    ok, out = in_child(f"bench_given_stages({HEADLINE}, None, {repeats})", one_core=True)
-    return out if ok else f"failed: {out}"
+    return one_core_child(f"bench_given_stages({HEADLINE}, None, {repeats})")
 
 
 def stages_markdown(stages: list[dict], one_core) -> list[str]:
@@ -815,9 +808,15 @@ def scaling_one_core(quick: bool, repeats: int) -> list[dict] | str:
     threads but leaves small ones on one, so the rate grows with B for reasons of parallelism,
     not of the algorithm; pinned to one core the scaling is the algorithm's alone.
     """
+    return one_core_child(f"scaling_rows({quick}, {repeats})")
+
+
+def one_core_child(call: str) -> list[dict] | str:
+    """``bench_rollout.<call>`` in a child process pinned to one core (:func:`in_child`): its
+    JSON rows, or why it was skipped or failed."""
     if not hasattr(os, "sched_setaffinity"):
         return "skipped: os.sched_setaffinity is not available on this platform"
-    ok, out = in_child(f"scaling_rows({quick}, {repeats})", one_core=True)
+    ok, out = in_child(call, one_core=True)
     return out if ok else f"failed: {out}"
 
 
