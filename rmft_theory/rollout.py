@@ -148,10 +148,14 @@ def explore(key: jax.Array, g_TxD: jax.Array, exploration: Exploration) -> jax.A
 
 
 def _ball_scale(sq: jax.Array, radius: float) -> jax.Array:
-    """``min(1, ρ/‖x‖)`` from ``‖x‖²``: :func:`rmft_theory.spaces.project_ball`'s factor up to
-    rounding (``min`` and ``rsqrt`` instead of a select; 1 at ``x = 0``; 7% faster rollout)."""
-    tiny = jnp.finfo(sq.dtype).tiny
-    return jnp.minimum(1.0, radius * jax.lax.rsqrt(jnp.maximum(sq, tiny)))
+    """``min(1, ρ/‖x‖)`` from ``‖x‖²``, as ``ρ / sqrt(max(‖x‖², ρ²))``.
+
+    :func:`rmft_theory.spaces.project_ball`'s factor up to rounding (exactly 1 inside the
+    ball for ρ = 1), with one ``max`` and an ``rsqrt`` and no select: the select form ran 1.1×
+    (per-trajectory) to 2× (per-step) slower in the scoring pass, and ``min(1, ρ rsqrt(max(‖x‖²,
+    tiny)))`` 4% slower (M = L = 64, T = 200, d = 8). Finite at ``x = 0``.
+    """
+    return radius * jax.lax.rsqrt(jnp.maximum(sq, radius * radius))
 
 
 def earned_from_draws(
