@@ -16,8 +16,9 @@ the same loss, each in JAX and in PyTorch:
 PyTorch is optional (its columns are skipped with a message) and uses the faster of 1 and all
 intra-op threads, measured here. Before timing, both direct forms run a few steps from the same
 parameters and must agree (float32). A last table compares prefix-sum forms inside the JAX
-direct step: ``jnp.cumsum`` (before issue #6) against the ``lax.scan`` of
-:func:`rmft_theory.models.lsa.lsa_apply`. Writes ``benchmarks/results/finetune.{json,md}``::
+direct step: ``jnp.cumsum`` over the (d+1)-wide embedding (before issue #6) against the
+``lax.scan`` of :func:`rmft_theory.models.lsa.lsa_apply`. Writes
+``benchmarks/results/finetune.{json,md}``::
 
     .venv/bin/python benchmarks/bench_finetune.py            # C ∈ {64, 256, 4096}
     .venv/bin/python benchmarks/bench_finetune.py --quick    # < 1 minute
@@ -328,8 +329,9 @@ def main(argv=None) -> dict:
     )
     md += [
         "",
-        "Prefix sums in the JAX direct step (`lsa_apply`): `jnp.cumsum` (before) against "
-        "`lax.scan` (now):",
+        "Prefix sums in the JAX direct step (`lsa_apply`): `jnp.cumsum` over the (d+1)-wide "
+        "embedding (before issue #6) against the library's `lax.scan` over the reward columns "
+        "and the constant as two carries (now):",
         "",
     ]
     md.append(

@@ -23,6 +23,7 @@ from rmft_theory.rollout import (
     rollout_task,
     task_chunk_size,
     task_draws,
+    task_elements,
     trajectory_regrets,
 )
 
@@ -256,4 +257,14 @@ def test_task_draws_shapes():
     }
     assert task_chunk_size(10, 2**30) == 2 and task_chunk_size(10, 1) == 10
     assert task_chunk_size(1, 2**30) == 1
-    assert task_chunk_size(10, 1, max_tasks=3) == 3
+
+
+def test_task_chunk_size_prefers_a_divisor_of_the_task_count():
+    """No remainder batch when a divisor lies within half the chunk; the chunk itself if not."""
+    per_trajectory = task_elements(Exploration("per-trajectory"), 64, 200, 8)  # 163 per chunk
+    assert task_chunk_size(1024, per_trajectory) == 128
+    assert task_chunk_size(978, per_trajectory) == 163  # 6 × 163
+    assert task_chunk_size(997, per_trajectory) == 163  # prime: the remainder stays
+    assert task_chunk_size(64, task_elements(Exploration("per-step"), 64, 200, 8)) == 16  # not 20
+    assert task_chunk_size(10, 1, max_tasks=3) == 2 and task_chunk_size(7, 1, max_tasks=3) == 3
+    assert task_chunk_size(3, 2**30) == 2  # never one task per chunk

@@ -55,10 +55,11 @@ def lsa_apply(params, rewards_TxD: jax.Array) -> jax.Array:
 
     With ``k = [k_R; κ]`` and ``V = [V_R, v_0]``, the score is ``s_i = R_iᵀk_R + κ`` and
     ``g_t = V_R Σ_{i<t} R_i s_i + v_0 Σ_{i<t} s_i``: the embedding ``[R_i; 1]`` split into its
-    d reward columns and its constant one, each prefix-summed as its own scan carry. Measured
-    against scanning the (T, d+1) embedding at M = 64, T = 200, d = 8 on one core: 1.9× faster
-    forward, 1.1× faster gradient (a (d+1)-wide carry vectorises poorly and the concatenation
-    costs a pass; benchmarks/RESULTS.md, the headline's model stage).
+    d reward columns and its constant one, each prefix-summed as its own scan carry. Against
+    scanning the (T, d+1) embedding, vmapped over M = 64 tasks at T = 200, d = 8 on one core:
+    1.9× faster forward (0.20 → 0.11 ms; the headline's model stage in benchmarks/RESULTS.md),
+    1.1× faster gradient. A (d+1)-wide carry vectorises poorly, and the concatenation costs a
+    pass.
     """
     k = key_vector(params)
     V = params["V"]
