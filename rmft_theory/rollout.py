@@ -153,7 +153,8 @@ def _ball_scale(sq: jax.Array, radius: float) -> jax.Array:
     :func:`rmft_theory.spaces.project_ball`'s factor up to rounding (exactly 1 inside the
     ball for ρ = 1), with one ``max`` and an ``rsqrt`` and no select: the select form ran 1.1×
     (per-trajectory) to 2× (per-step) slower in the scoring pass, and ``min(1, ρ rsqrt(max(‖x‖²,
-    tiny)))`` 4% slower (M = L = 64, T = 200, d = 8). Finite at ``x = 0``.
+    tiny)))`` 4% slower (M = L = 64, T = 200, d = 8). Finite at ``x = 0``. For float32 and
+    float64: in float16 ``ρ²`` can overflow, and bfloat16 rounds ``ρ·rsqrt(ρ²)`` away from 1.
     """
     return radius * jax.lax.rsqrt(jnp.maximum(sq, radius * radius))
 

@@ -16,6 +16,7 @@ from rmft_theory.models import (
     make_model,
     params_from_weights,
 )
+from rmft_theory.models.lsa import lsa_apply_layout, split_layout
 from rmft_theory.spaces import project_ball
 from rmft_theory.theory import eta_star
 
@@ -71,6 +72,29 @@ def test_prefix_sum_form_equals_quadratic_form(seed, d, T):
     fast, slow = lsa_apply(params, rewards), lsa_apply_quadratic(params, rewards)
     # Same sum in a different order (float32): relative 1e-5 of the output's scale.
     np.testing.assert_allclose(fast, slow, atol=1e-5 * (1 + float(jnp.abs(slow).max())))
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("d", [1, 3, 8, 12])
+def test_both_prefix_sum_layouts_equal_the_quadratic_form(d, split):
+    """:func:`lsa_apply` picks a layout by d (:func:`split_layout`); each must be the model."""
+    key_p, key_r = jax.random.split(jax.random.key(d))
+    params = random_params(key_p, d)
+    rewards = jax.random.normal(key_r, (30, d))
+    fast, slow = lsa_apply_layout(params, rewards, split), lsa_apply_quadratic(params, rewards)
+    # Same sum in a different order (float32): relative 1e-5 of the output's scale.
+    np.testing.assert_allclose(fast, slow, atol=1e-5 * (1 + float(jnp.abs(slow).max())))
+    assert [split_layout(n) for n in (1, 2, 3, 4, 5, 8, 12, 14, 16)] == [
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+        True,
+    ]
 
 
 def test_vmap_equals_python_loop():

@@ -264,7 +264,10 @@ def test_task_chunk_size_prefers_a_divisor_of_the_task_count():
     per_trajectory = task_elements(Exploration("per-trajectory"), 64, 200, 8)  # 163 per chunk
     assert task_chunk_size(1024, per_trajectory) == 128
     assert task_chunk_size(978, per_trajectory) == 163  # 6 × 163
+    assert task_chunk_size(1000, per_trajectory) == 125  # the largest divisor, not 100
     assert task_chunk_size(997, per_trajectory) == 163  # prime: the remainder stays
+    assert task_chunk_size(346, per_trajectory) == 163  # 2 × 173: no divisor down to 82
     assert task_chunk_size(64, task_elements(Exploration("per-step"), 64, 200, 8)) == 16  # not 20
     assert task_chunk_size(10, 1, max_tasks=3) == 2 and task_chunk_size(7, 1, max_tasks=3) == 3
+    assert task_chunk_size(10, 1, max_tasks=1) == 1  # an explicit bound of one task is kept
     assert task_chunk_size(3, 2**30) == 2  # never one task per chunk

@@ -41,8 +41,8 @@ def exclusive_prefix_sum(x):
 
     ``x`` is a (T, ...) array or a pytree of them, summed leaf by leaf in the one scan.
     A sequential scan rather than ``jnp.cumsum``: on CPU XLA lowers ``cumsum`` to a blocked
-    reduce-window, and the scan made the vmapped LSA forward pass 1.5-1.8× and the fine-tuning
-    step 1.2-1.8× faster at T = 50-2000 (benchmarks/bench_finetune.py records the comparison).
+    reduce-window, which was slower in the vmapped LSA (the fine-tuning step's comparison is in
+    benchmarks/bench_finetune.py: the scan 1.0-1.2× faster at C = 64-4096 tasks).
     """
     # zeros_like: keeps x's sharding type inside shard_map
     z_0 = jax.tree.map(lambda x_T: jnp.zeros_like(x_T[0]), x)
@@ -50,22 +50,49 @@ def exclusive_prefix_sum(x):
     return z_prev
 
 
+def split_layout(d: int) -> bool:
+    """Whether :func:`lsa_apply` scans the d reward columns and the constant as two carries.
+
+    The layout is chosen by measurement: XLA on CPU vectorises the vmapped scan's carry well
+    when its width fills whole vectors. Per-task forward and gradient time of the
+    (d+1)-wide embedding over the split layout (M = 256 tasks, T = 100; one core, AVX-512):
+
+    ====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====
+    d     1      2      3      4      5      7      8      12     16     32     64
+    fwd   1.68   3.17   0.30   1.48   0.95   0.51   1.86   1.41   1.26   1.16   1.21
+    grad  0.72   1.34   0.45   0.84   0.70   0.47   1.05   1.11   1.32   2.31   1.76
+    ====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====
+
+    So the split layout for d = 2 and for multiples of 4 from 8 (faster forward everywhere,
+    gradient faster or within 8% at M = 64, T = 200), the embedding otherwise.
+    """
+    return d == 2 or (d >= 8 and d % 4 == 0)
+
+
 def lsa_apply(params, rewards_TxD: jax.Array) -> jax.Array:
     """O(T) causal evaluation by an exclusive prefix sum; returns the (T, d) outputs ``g_t``.
 
-    With ``k = [k_R; κ]`` and ``V = [V_R, v_0]``, the score is ``s_i = R_iᵀk_R + κ`` and
-    ``g_t = V_R Σ_{i<t} R_i s_i + v_0 Σ_{i<t} s_i``: the embedding ``[R_i; 1]`` split into its
-    d reward columns and its constant one, each prefix-summed as its own scan carry. Against
-    scanning the (T, d+1) embedding, vmapped over M = 64 tasks at T = 200, d = 8 on one core:
-    1.9× faster forward (0.20 → 0.11 ms; the headline's model stage in benchmarks/RESULTS.md),
-    1.1× faster gradient. A (d+1)-wide carry vectorises poorly, and the concatenation costs a
-    pass.
+    ``g_t = V z_{t−1}`` with ``z_{t−1} = Σ_{i<t} e_i s_i`` and the score ``s_i = e_iᵀk``. In
+    the split layout (:func:`split_layout`), with ``k = [k_R; κ]`` and ``V = [V_R, v_0]``,
+    ``s_i = R_iᵀk_R + κ`` and ``g_t = V_R Σ_{i<t} R_i s_i + v_0 Σ_{i<t} s_i``: the reward
+    columns and the constant are prefix-summed as two carries of one scan, and the embedding
+    is never formed. At d = 8 (M = 64, T = 200, one core) that made the forward pass 1.9×
+    faster: the headline's one-core model stage in benchmarks/RESULTS.md went from 0.203 ms at
+    commit 38c87de to 0.11 ms.
     """
+    return lsa_apply_layout(params, rewards_TxD, split_layout(rewards_TxD.shape[-1]))
+
+
+def lsa_apply_layout(params, rewards_TxD: jax.Array, split: bool) -> jax.Array:
+    """:func:`lsa_apply` in the layout ``split`` names (the same function up to rounding)."""
     k = key_vector(params)
     V = params["V"]
-    s_T = rewards_TxD @ k[:-1] + k[-1]
-    z_TxD, z_T = exclusive_prefix_sum((rewards_TxD * s_T[:, None], s_T))
-    return z_TxD @ V[:, :-1].T + z_T[:, None] * V[None, :, -1]
+    if split:
+        s_T = rewards_TxD @ k[:-1] + k[-1]
+        z_TxD, z_T = exclusive_prefix_sum((rewards_TxD * s_T[:, None], s_T))
+        return z_TxD @ V[:, :-1].T + z_T[:, None] * V[None, :, -1]
+    e_TxE = embed(rewards_TxD)
+    return exclusive_prefix_sum(e_TxE * (e_TxE @ k)[:, None]) @ V.T
 
 
 def lsa_apply_quadratic(params, rewards_TxD: jax.Array) -> jax.Array:
