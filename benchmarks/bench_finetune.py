@@ -330,8 +330,8 @@ def main(argv=None) -> dict:
     md += [
         "",
         "Prefix sums in the JAX direct step (`lsa_apply`): `jnp.cumsum` over the (d+1)-wide "
-        "embedding (before issue #6) against the library's `lax.scan` over the reward columns "
-        "and the constant as two carries (now):",
+        "embedding (before issue #6) against the library's `lax.scan` (now; "
+        "`lsa.split_layout` picks its carries: the embedding at d = 5, two carries at d = 8):",
         "",
     ]
     md.append(
