@@ -387,19 +387,23 @@ def assemble_results(folder: Path | None = None, out: Path | None = None) -> Pat
     info = machine_info()
     parts += [
         f"Machine: {info['cpu']}, {info['cores']} cores; JAX {info['versions'].get('jax')} "
-        f"on {info['backend']} ({', '.join(info['devices'])}); git {info['git_revision']}.",
-        f"Assembled {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC by "
-        "`rmft bench`. Each table comes from one run of its benchmark and its ratios are "
+        f"on {info['backend']} ({', '.join(info['devices'])}).",
+        f"Assembled {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC at git "
+        f"{info['git_revision']} by `rmft bench`; each section names the revision its benchmark "
+        "ran at. Each table comes from one run of its benchmark and its ratios are "
         "measured within that run: in one process, except where a table says it repeats the "
         "measurement in fresh processes (the rollout headline's spread, sharding).",
         "",
     ]
     for md in sorted((folder / "results").glob("*.md")):
         meta = folder / "results" / f"{md.stem}.json"
-        when = ""
+        notes = []
         if meta.exists():
-            mode = json.loads(meta.read_text()).get("quick")
-            when = " (quick mode)" if mode else ""
+            payload = json.loads(meta.read_text())
+            revision = payload.get("machine", {}).get("git_revision")
+            notes += [f"git {revision}"] if revision else []
+            notes += ["quick mode"] if payload.get("quick") else []
+        when = f" ({', '.join(notes)})" if notes else ""
         parts += [f"## {md.stem}{when}", "", md.read_text().strip(), ""]
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(parts) + "\n")

@@ -1,8 +1,10 @@
 """The timing protocol of rmft_theory.benchmarking (call order and counts; nothing is timed)."""
 
+import json
+
 import pytest
 
-from rmft_theory.benchmarking import run_child, time_interleaved
+from rmft_theory.benchmarking import assemble_results, run_child, time_interleaved
 
 
 def recorder(log: list, name: str):
@@ -71,3 +73,18 @@ def test_run_child_returns_json_or_says_why_it_failed():
     assert not ok and "not JSON" in why
     ok, why = run_child([sys.executable, "-c", "import time; time.sleep(5)"], timeout_s=0.5)
     assert not ok and why.startswith("timed out")
+
+
+def test_results_name_each_benchmark_and_the_revision_it_ran_at(tmp_path):
+    """RESULTS.md gathers every results/<name>.md under a heading with its own revision."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "alpha.md").write_text("| a |\n|---|\n| 1 |\n")
+    (results / "alpha.json").write_text(
+        json.dumps({"machine": {"git_revision": "abc123"}, "quick": True})
+    )
+    (results / "beta.md").write_text("beta table\n")  # no JSON beside it
+    text = assemble_results(tmp_path).read_text()
+    assert "## alpha (git abc123, quick mode)\n\n| a |" in text
+    assert "## beta\n\nbeta table" in text
+    assert text.index("## alpha") < text.index("## beta")
