@@ -54,8 +54,8 @@ def split_layout(d: int) -> bool:
     """Whether :func:`lsa_apply` scans the d reward columns and the constant as two carries.
 
     The layout is chosen by measurement: XLA on CPU vectorises the vmapped scan's carry well
-    when its width fills whole vectors. Per-task forward and gradient time of the
-    (d+1)-wide embedding over the split layout (M = 256 tasks, T = 100; one core, AVX-512):
+    when its width fills whole vectors. The embedding layout's time over the split layout's,
+    forward and gradient, vmapped over M = 256 tasks at T = 100 (one core, AVX-512):
 
     ====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====  =====
     d     1      2      3      4      5      7      8      12     16     32     64
