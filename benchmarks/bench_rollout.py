@@ -58,13 +58,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from rmft_theory.benchmarking import (
+    NEAR_BELOW_NS,
     blocking,
     compile_jax,
+    core_latency_ns,
     floors_markdown,
     import_torch,
     load_average,
     machine_floors,
     markdown_table,
+    pin_toggling,
+    placement,
     roofline_fraction,
     run_child,
     time_interleaved,
@@ -82,6 +86,7 @@ from rmft_theory.rollout import (
     task_draws,
     task_elements,
 )
+from rmft_theory.runtime import pinned_xla_threads
 from rmft_theory.train import sample_batch
 
 NOISES = ("per-trajectory", "per-step")
@@ -413,12 +418,18 @@ def bench_case(case, noise, floors, torch, repeats, loop_repeats, compiled_torch
 # ----------------------------------------------------------------------------- rewards given
 
 
-def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> dict:
-    """The per-trajectory rollout with the rewards given (drawn before timing), back to back.
+def given_calls(
+    case, torch, compiled_torch: bool, jax_options: dict[str, dict] | None = None
+) -> tuple[dict, dict, dict, int | None]:
+    """The rewards-given headline as zero-argument calls, for :func:`bench_given` and
+    :func:`bench_placement`.
 
-    The issue's "model + policy + regret with rewards given" measurement: each implementation
-    receives the (M, T, d) rewards in its own array type and draws only its (M, L, d)
-    per-trajectory noise; everything else is as in :func:`bench_case`.
+    Returns the timed calls (one JAX executable per ``jax_options`` entry, name to XLA
+    ``compiler_options``, default ``{"jax": {}}``; PyTorch eager and, with
+    ``compiled_torch``, ``torch.compile``-d, each at 1 and at all intra-op threads), the NumPy
+    loop apart (it is timed with fewer repeats), the row's metadata (with the first JAX
+    executable's compile time), and PyTorch's thread count to restore afterwards (None
+    without PyTorch).
     """
     M, L, T, d = case
     noise = "per-trajectory"
@@ -430,17 +441,20 @@ def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> d
     def run(params, rewards, key):
         return rollout_scores(lsa_apply, params, rewards, key, exploration, L).regret
 
-    fn, compile_s = compile_jax(run, params, rewards, key)
+    row = {"M": M, "L": L, "T": T, "d": d, "noise": noise, "rewards": "given"}
+    calls = {}
+    for name, options in (jax_options or {"jax": {}}).items():
+        fn, compile_s = compile_jax(run, params, rewards, key, compiler_options=options)
+        row.setdefault("jax_compile_s", compile_s)
+        calls[name] = blocking(fn, params, rewards, key)
     V, k = numpy_params(params)
     R = np.array(rewards)
     rng = np.random.default_rng(0)
-    calls = {"jax": blocking(fn, params, rewards, key)}
     slow = {
         "numpy": lambda: numpy_rollout(
             V, k, R, SCALE * rng.standard_normal((M, L, d), dtype=np.float32)
         )
     }
-    row = {"M": M, "L": L, "T": T, "d": d, "noise": noise, "rewards": "given"}
     threads_before = None
     if torch is not None:
         Vt, kt, Rt = torch.from_numpy(V), torch.from_numpy(k), torch.from_numpy(R)
@@ -466,17 +480,32 @@ def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> d
         for name, fn in impls.items():
             for n in sorted({1, os.cpu_count() or 1}):
                 calls[f"{name}@{n}"] = torch_at_threads(torch, n, fn, Vt, kt, Rt)
+    return calls, slow, row, threads_before
+
+
+def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> dict:
+    """The per-trajectory rollout with the rewards given (drawn before timing), back to back.
+
+    The issue's "model + policy + regret with rewards given" measurement: each implementation
+    receives the (M, T, d) rewards in its own array type and draws only its (M, L, d)
+    per-trajectory noise; everything else is as in :func:`bench_case`.
+    """
+    M, L, T, d = case
+    calls, slow, row, threads_before = given_calls(case, torch, compiled_torch)
+    calls = {"jax": calls["jax"], "jax_pinned": calls["jax"], **calls}
+    calls, unpin = pin_toggling(calls, {"jax_pinned"})
     try:
         t = time_interleaved(calls, repeats, block=5)
     finally:
+        unpin()
         if threads_before is not None:
             torch.set_num_threads(threads_before)
     t.update(time_interleaved(slow, loop_repeats))
     steps = M * L * T
     row.update(
-        jax_compile_s=compile_s,
         times_s={n: v["median_s"] for n, v in t.items()},
         jax_steps_per_s=steps / t["jax"]["median_s"],
+        jax_pinned_steps_per_s=steps / t["jax_pinned"]["median_s"],
         numpy_steps_per_s=steps / t["numpy"]["median_s"],
         vs_numpy=t["numpy"]["median_s"] / t["jax"]["median_s"],
         jax_cores=t["jax"]["cores"],
@@ -495,10 +524,120 @@ def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> d
         row.update(
             torch_steps_per_s=steps / torch_best,
             vs_torch=torch_best / t["jax"]["median_s"],
+            vs_torch_pinned=torch_best / t["jax_pinned"]["median_s"],
             torch_best=torch_name,
             torch_cores=t[torch_name]["cores"],
         )
     return row
+
+
+# XLA's own fusion emitters instead of YNNPACK's for the rollout's elementwise and small-dot
+# work (XLA's experimental option; an empty list turns the YNN fusions off).
+NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def bench_placement(case, torch, seconds: float, block: int = 20) -> dict | str:
+    """The rewards-given headline in short rounds, each between two core-latency probes.
+
+    On the 2-core benchmark VM the hypervisor moves the two vCPUs between hosts' cores that
+    share a cache and cores that do not, every few seconds to minutes
+    (:func:`rmft_theory.benchmarking.core_latency_ns`: a round trip of about 80 against
+    330-430 ns), and every two-thread implementation's speed moves with it. Each round probes
+    the latency, times ``block`` calls of every implementation back to back
+    (:func:`rmft_theory.benchmarking.time_interleaved`), and probes again; a round counts for a
+    placement only when both probes agree (:func:`rmft_theory.benchmarking.placement`). Rounds
+    run until ``seconds`` have passed. The JAX rollout is timed twice: as compiled by default
+    (``jax``, with YNNPACK fusions) and with XLA's own fusion emitters (``jax_no_ynn``,
+    :data:`NO_YNN`), each also with XLA's worker threads pinned one per CPU (``*_pinned``,
+    :func:`rmft_theory.benchmarking.pin_toggling`). Returns the rounds and, per placement,
+    the median over rounds of every implementation's time and of the per-round ratio of the
+    best PyTorch variant to each JAX executable; or why it was skipped.
+    """
+    if core_latency_ns() is None:
+        return "skipped: the core-latency probe needs Linux, two CPUs and a C compiler"
+    try:
+        calls, _, _, threads_before = given_calls(
+            case, torch, torch is not None, {"jax": {}, "jax_no_ynn": NO_YNN}
+        )
+    except Exception as exc:  # an XLA without the option: time the default alone
+        print(f"jax_no_ynn failed, skipped: {exc!r:.200}", file=sys.stderr)
+        calls, _, _, threads_before = given_calls(case, torch, torch is not None)
+    for name in [n for n in calls if n.startswith("jax")]:
+        calls[f"{name}_pinned"] = calls[name]
+    calls, unpin = pin_toggling(calls, {n for n in calls if n.endswith("_pinned")})
+    jax_names = [n for n in calls if n.startswith("jax")]
+    torch_names = [n for n in calls if n.startswith("torch")]
+    rounds = []
+    t_end = time.perf_counter() + seconds
+    try:
+        time_interleaved(calls, 1, warmup=1, block=block)  # untimed: every call warm
+        while time.perf_counter() < t_end:
+            before = core_latency_ns()
+            order = list(calls) if len(rounds) % 2 == 0 else list(calls)[::-1]
+            t = time_interleaved({n: calls[n] for n in order}, 1, warmup=0, block=block)
+            after = core_latency_ns()
+            rounds.append(
+                {
+                    "before_ns": before,
+                    "after_ns": after,
+                    "placement": placement(before, after),
+                    "ms": {n: 1e3 * v["median_s"] for n, v in t.items()},
+                }
+            )
+    finally:
+        unpin()
+        if threads_before is not None:
+            torch.set_num_threads(threads_before)
+    return {
+        "block": block,
+        "seconds": seconds,
+        "rounds": rounds,
+        "summary": placement_summary(rounds, jax_names, torch_names),
+    }
+
+
+def placement_summary(rounds: list[dict], jax_names: list[str], torch_names: list[str]) -> dict:
+    """Per placement: the number of rounds, the median over rounds of each implementation's
+    time (ms), and the median over rounds of the best PyTorch time over each JAX time
+    (``vs_torch`` for ``jax``, ``vs_torch_<name>`` for the others)."""
+    out = {}
+    for where in ("near", "far", "mixed", "unknown"):
+        sel = [r["ms"] for r in rounds if r["placement"] == where]
+        if not sel:
+            continue
+        row: dict = {"placement": where, "rounds": len(sel)}
+        for name in jax_names + torch_names:
+            row[f"{name}_ms"] = float(np.median([ms[name] for ms in sel]))
+        if torch_names:
+            best = [min(ms[n] for n in torch_names) for ms in sel]
+            row["torch_best_ms"] = float(np.median(best))
+            for name in jax_names:
+                key = "vs_torch" if name == "jax" else f"vs_torch_{name}"
+                row[key] = float(np.median([b / ms[name] for b, ms in zip(best, sel)]))
+        out[where] = row
+    return out
+
+
+def placement_markdown(study: dict | str) -> list[str]:
+    """Markdown lines for :func:`bench_placement`: one row per placement."""
+    if isinstance(study, str):
+        return [f"Placement study {study}."]
+    rows = list(study["summary"].values())
+    cols = ["placement", "rounds"] + [
+        k for k in (rows[0] if rows else {}) if k.endswith("_ms") or k.startswith("vs_torch")
+    ]
+    return [
+        f"The same headline in {len(study['rounds'])} rounds of {study['block']} calls per "
+        f"implementation over {study['seconds']:g} s, each round between two core-latency "
+        "probes (:func:`bench_placement`; `near`: both round trips under "
+        f"{NEAR_BELOW_NS:.0f} ns, `far`: both over, `mixed`: the placement changed within the "
+        "round). `jax_no_ynn`: the same rollout compiled with XLA's own fusion emitters "
+        "instead of YNNPACK's; `*_pinned`: with XLA's worker threads pinned one per CPU "
+        "(:func:`rmft_theory.runtime.pin_xla_threads`). Times are medians over rounds; "
+        "`vs_torch*`: the median over rounds of the best PyTorch variant's time over JAX's.",
+        "",
+        markdown_table(rows, cols),
+    ]
 
 
 # ----------------------------------------------------------------------------- stages
@@ -837,15 +976,23 @@ def given_child(floors: dict, repeats: int, loop_repeats: int, with_torch: bool 
     """:func:`bench_given` in this process, with PyTorch if present and ``with_torch`` (run by
     :func:`given_spread`)."""
     torch = import_torch() if with_torch else None
+    before = core_latency_ns()
     row = bench_given(HEADLINE, floors, torch, repeats, loop_repeats, torch is not None)
+    after = core_latency_ns()
+    row.update(core_before_ns=before, core_after_ns=after, placement=placement(before, after))
     keys = (
         "jax_steps_per_s",
         "vs_numpy",
         "vs_torch",
+        "jax_pinned_steps_per_s",
+        "vs_torch_pinned",
         "torch_best",
         "jax_cores",
         "jax_switches_per_call",
         "times_s",
+        "core_before_ns",
+        "core_after_ns",
+        "placement",
     )
     return {k: row[k] for k in keys if k in row}
 
@@ -854,26 +1001,23 @@ def given_spread(
     floors: dict, processes: int, repeats: int, loop_repeats: int, with_torch: bool = True
 ) -> dict:
     """The rewards-given headline again in ``processes`` fresh child processes, one at a time
-    (without PyTorch when ``with_torch`` is false: JAX and the NumPy loop only).
+    (without PyTorch when ``with_torch`` is false: JAX and the NumPy loop only), each between
+    two core-latency probes (``core_before_ns``, ``core_after_ns``, ``placement``).
 
-    On the 2-core benchmark VM JAX's speed is bimodal: the same compiled rollout ran at 0.53 ms
-    in some fresh processes and 0.80-0.95 ms (about one core's speed) in others, in proportions
-    that changed from one batch of processes to the next (4 of 8 slow, then 1 of 8; on a later
-    day, stretches of minutes in which every fresh process was slow, then fast), and a process
-    can switch (once, within one run, the per-step rollout ran 1.6× faster in one section than
-    in the next). With PyTorch compiled and timed in the process, JAX was slow every time (over
-    30 processes, on two days). What is known: in the slow mode stages of the rollout take their
-    time pinned to one core or longer (:func:`bench_given_stages`; with PyTorch in the process
-    all of them, in JAX-only processes the model and the noise draws, 1.8-2.1× their fast-mode
-    times, while the scoring pass kept its two-core speed); the pool's wake-ups per call are the
-    same in both modes (``jax_switches_per_call``); CPU time over wall time (``jax_cores``,
-    spin-waiting included) was 1.0-1.4 in the processes with PyTorch and 1.0-1.9 without it, in
-    slow and fast processes alike, so it does not tell the modes apart; the guest recorded no
-    steal time, and a cross-CPU wake-up (a pipe round trip between processes pinned to the two
-    CPUs) took 5-20 µs in both modes; OpenMP's threads told to sleep
-    (``OMP_WAIT_POLICY=PASSIVE``), a larger malloc arena, and several compiles of the same
-    rollout in one process changed nothing. One process's ratio is one draw of all this; the
-    spread over processes is what a single run cannot show.
+    On the 2-core benchmark VM JAX's speed is bimodal: the same compiled rollout ran at about
+    0.45 ms and at 0.69-0.85 ms, in proportions that changed from one batch of processes to the
+    next, and a process can switch within a run. The cause is where the hypervisor puts the
+    two vCPUs: a cache line's round trip between them (:func:`core_latency_ns`) switched
+    between about 80 ns and 330-430 ns every few seconds to minutes, and in 40 rounds of one
+    process, each round bracketed by two probes, every round with both probes near 80 ns ran
+    fast (0.46 ms) and every one with both far ran slow (0.68-0.88 ms). XLA hands data between
+    its two threads many times per call, and without a shared cache each hand-over costs
+    4× more. PyTorch's two-thread times move with it too (0.55 against 0.60-0.89 ms). Earlier
+    passes ruled out other explanations by measurement: wake-ups per call, CPU time over wall
+    time, steal time, ``OMP_WAIT_POLICY=PASSIVE``, malloc arenas, recompiling; thread priority
+    and pinning the pool's threads (probes this pass) changed nothing either.
+    :func:`bench_placement` times JAX and PyTorch under each placement; this spread shows what
+    one whole process sees.
     """
     call = f"given_child(json.loads(sys.argv[1]), {repeats}, {loop_repeats}, {with_torch})"
     runs, failures = [], []
@@ -881,7 +1025,13 @@ def given_spread(
         ok, out = in_child(call, json.dumps(floors))
         (runs if ok else failures).append(out)
     out: dict = {"processes": runs, "failures": failures}
-    for key in ("jax_steps_per_s", "vs_numpy", "vs_torch"):
+    for key in (
+        "jax_steps_per_s",
+        "jax_pinned_steps_per_s",
+        "vs_numpy",
+        "vs_torch",
+        "vs_torch_pinned",
+    ):
         values = [r[key] for r in runs if key in r]
         if values:
             out[f"{key}_median"] = float(np.median(values))
@@ -892,17 +1042,27 @@ def given_spread(
 def spread_markdown(spread: dict, title: str = "") -> list[str]:
     """Markdown lines for a :func:`given_spread` result: one row per process, then medians."""
     runs = spread["processes"]
-    cols = "process jax_steps_per_s jax_cores jax_switches_per_call vs_numpy vs_torch torch_best"
+    cols = (
+        "process jax_steps_per_s jax_pinned_steps_per_s jax_cores jax_switches_per_call vs_numpy "
+        "vs_torch vs_torch_pinned torch_best core_before_ns core_after_ns placement"
+    )
     cols = cols.split()
     medians = [
         f"{k} {spread[k + '_median']:.3g} (range {spread[k + '_range'][0]:.3g}-"
         f"{spread[k + '_range'][1]:.3g})"
-        for k in ("jax_steps_per_s", "vs_numpy", "vs_torch")
+        for k in (
+            "jax_steps_per_s",
+            "jax_pinned_steps_per_s",
+            "vs_numpy",
+            "vs_torch",
+            "vs_torch_pinned",
+        )
         if k + "_median" in spread
     ]
     return [
         f"The same headline in {len(runs)} fresh processes, one after another{title} "
-        "(:func:`given_spread`; a process's speed on this VM is bimodal):",
+        "(:func:`given_spread`; a process's speed on this VM follows the placement of its two "
+        "vCPUs, probed before and after: see the placement study below):",
         "",
         markdown_table([{"process": i, **r} for i, r in enumerate(runs)], cols),
         "",
@@ -910,13 +1070,23 @@ def spread_markdown(spread: dict, title: str = "") -> list[str]:
     ]
 
 
-def verdicts(rows, given, scaling, torch_present, scaling_1core=None, spread=None) -> dict:
+def verdicts(
+    rows,
+    given,
+    scaling,
+    torch_present,
+    scaling_1core=None,
+    spread=None,
+    placement_study=None,
+    scaling_pinned=None,
+) -> dict:
     """The issue's Done-when checks that this benchmark measures.
 
     The per-trajectory targets (10× NumPy, 1.5× PyTorch) are those of the issue's "model +
     policy + regret with rewards given" row, so they are checked on ``given``, and again on
-    the median over the fresh processes of :func:`given_spread`; the same ratios with every
-    implementation drawing its own rewards are reported beside them.
+    the median over the fresh processes of :func:`given_spread`, and on the rounds of
+    :func:`bench_placement` under each placement of the two vCPUs (``_near``, ``_far``); the
+    same ratios with every implementation drawing its own rewards are reported beside them.
     """
     head = {r["noise"]: r for r in rows if (r["M"], r["L"], r["T"], r["d"]) == HEADLINE}
     out = {}
@@ -926,11 +1096,23 @@ def verdicts(rows, given, scaling, torch_present, scaling_1core=None, spread=Non
         out["per_trajectory_rewards_given_roofline>=3%"] = given["roofline_fraction"] >= 0.03
         if torch_present:
             out["per_trajectory_rewards_given_vs_torch>=1.5"] = given["vs_torch"] >= 1.5
-    for key, target in (("vs_numpy", 10), ("vs_torch", 1.5)):
+            if "vs_torch_pinned" in given:
+                out["per_trajectory_rewards_given_vs_torch>=1.5_xla_threads_pinned"] = (
+                    given["vs_torch_pinned"] >= 1.5
+                )
+    for key, target in (("vs_numpy", 10), ("vs_torch", 1.5), ("vs_torch_pinned", 1.5)):
         if spread and f"{key}_median" in spread:
             out[f"per_trajectory_rewards_given_{key}>={target}_process_median"] = (
                 spread[f"{key}_median"] >= target
             )
+    if isinstance(placement_study, dict):
+        for where in ("near", "far"):
+            row = placement_study["summary"].get(where, {})
+            name = f"per_trajectory_rewards_given_vs_torch>=1.5_{where}"
+            if "vs_torch" in row:
+                out[name] = row["vs_torch"] >= 1.5
+            if "vs_torch_jax_pinned" in row:
+                out[name + "_xla_threads_pinned"] = row["vs_torch_jax_pinned"] >= 1.5
     if pt:
         out["per_trajectory_own_rewards_vs_numpy>=10"] = pt["vs_numpy"] >= 10
         out["per_trajectory_own_rewards_roofline>=3%"] = pt["roofline_fraction"] >= 0.03
@@ -941,6 +1123,8 @@ def verdicts(rows, given, scaling, torch_present, scaling_1core=None, spread=Non
         if torch_present:
             out["per_step_vs_torch>=1"] = ps["vs_torch"] >= 1.0
     runs = {"": scaling}
+    if scaling_pinned:
+        runs["_xla_threads_pinned"] = scaling_pinned
     if isinstance(scaling_1core, list):
         runs["_one_core"] = scaling_1core
     for suffix, table in runs.items():
@@ -1012,14 +1196,26 @@ def main(argv=None) -> dict:
         if n_spread > 0 and torch is not None
         else {}
     )
+    placement_study = bench_placement(HEADLINE, torch, 10.0 if args.quick else 90.0)
     scaling = scaling_rows(args.quick, repeats)
+    with pinned_xla_threads():
+        scaling_pinned = scaling_rows(args.quick, repeats)
     scaling_1core = scaling_one_core(args.quick, repeats)
     choices = (
         []
         if args.no_choices
         else bench_choices(16 if args.quick else 64, 200, 8, 3 if args.quick else repeats)
     )
-    checks = verdicts(rows, given, scaling, torch is not None, scaling_1core, spread)
+    checks = verdicts(
+        rows,
+        given,
+        scaling,
+        torch is not None,
+        scaling_1core,
+        spread,
+        placement_study,
+        scaling_pinned,
+    )
 
     payload = {
         "benchmark": "rollout",
@@ -1040,7 +1236,9 @@ def main(argv=None) -> dict:
         "rewards_given_stages_one_core": stages_1core,
         "rewards_given_spread": spread,
         "rewards_given_spread_without_torch": spread_jax,
+        "rewards_given_placement": placement_study,
         "scaling": scaling,
+        "scaling_xla_threads_pinned": scaling_pinned,
         "scaling_one_core": scaling_1core,
         "choices": choices,
         "done_when": checks,
@@ -1097,6 +1295,7 @@ def main(argv=None) -> dict:
     ):
         if table.get("processes"):
             md += ["", *spread_markdown(table, title)]
+    md += ["", *placement_markdown(placement_study)]
     md += [
         "",
         "Scaling (JAX; rate relative to the first row of each axis and noise, the "
@@ -1107,6 +1306,13 @@ def main(argv=None) -> dict:
     ]
     scaling_cols = "axis noise M L T B time_ms steps_per_s rate_vs_first cores".split()
     md.append(markdown_table(scaling, scaling_cols))
+    md += [
+        "",
+        "The same with XLA's worker threads pinned one per CPU "
+        "(:func:`rmft_theory.runtime.pinned_xla_threads`):",
+        "",
+        markdown_table(scaling_pinned, scaling_cols),
+    ]
     md += ["", "The same, in a child process pinned to one core (:func:`scaling_one_core`):", ""]
     if isinstance(scaling_1core, list):
         md.append(markdown_table(scaling_1core, scaling_cols))

@@ -54,6 +54,7 @@ from rmft_theory.benchmarking import (  # noqa: E402
     compile_jax,
     load_average,
     markdown_table,
+    pin_toggling,
     run_child,
     time_interleaved,
     write_results,
@@ -135,17 +136,26 @@ def bench(label, fns, args, work, repeats, pick=lambda out: out) -> dict:
             float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / (1e-12 + np.max(np.abs(b))))
             for a, b in zip(leaves, ref)
         )
+    n_name = next(n for n in fns if n not in ("single", "mesh1"))
     calls = {n: blocking(c, *args) for n, c in compiled.items()}
-    times = time_interleaved(calls, max(2, repeats // 3), block=3)
+    calls.update({f"{n}_pinned": calls[n] for n in ("single", n_name)})
+    calls, unpin = pin_toggling(calls, {n for n in calls if n.endswith("_pinned")}, set(calls))
+    try:
+        times = time_interleaved(calls, max(2, repeats // 3), block=3)
+    finally:
+        unpin()
     row = {"workload": label, "work_units": work}
-    for name in fns:
+    for name in calls:
         row[f"{name}_ms"] = 1e3 * times[name]["median_s"]
+        row[f"{name}_cores"] = times[name]["cores"]
+    for name in fns:
         row[f"{name}_compile_s"] = compile_s[name]
         row[f"{name}_max_rel_diff"] = diffs[name]
-        row[f"{name}_cores"] = times[name]["cores"]
-    n_name = next(n for n in fns if n not in ("single", "mesh1"))
     row["speedup_vs_single"] = times["single"]["median_s"] / times[n_name]["median_s"]
     row["speedup_vs_mesh1"] = times["mesh1"]["median_s"] / times[n_name]["median_s"]
+    row["speedup_pinned"] = (
+        times["single_pinned"]["median_s"] / times[f"{n_name}_pinned"]["median_s"]
+    )
     row["runs_s"] = {n: t["runs_s"] for n, t in times.items()}
     print(f"{label}: {row['speedup_vs_single']:.2f}x", file=sys.stderr)
     return row
@@ -204,13 +214,20 @@ def summarize(runs: list, n: int) -> list[dict]:
             "speedup_vs_mesh1",
             "single_cores",
             f"mesh{n}_cores",
+            "single_pinned_ms",
+            f"mesh{n}_pinned_ms",
+            "speedup_pinned",
         ):
-            summary[key] = float(np.median([r[key] for r in rows]))
+            if all(key in r for r in rows):
+                summary[key] = float(np.median([r[key] for r in rows]))
         for key in ("single_ms", f"mesh{n}_ms"):
             times = [r[key] for r in rows]
             summary[f"{key}_range"] = f"{min(times):.3g}-{max(times):.3g}"
         summary["speedup_range"] = f"{min(speedups):.2f}-{max(speedups):.2f}"
         summary["faster_in"] = f"{sum(x > 1.0 for x in speedups)}/{len(rows)}"
+        if "speedup_pinned" in summary:
+            pinned = [r["speedup_pinned"] for r in rows]
+            summary["faster_in_pinned"] = f"{sum(x > 1.0 for x in pinned)}/{len(rows)}"
         summary[f"mesh{n}_max_rel_diff"] = max(r[f"mesh{n}_max_rel_diff"] for r in rows)
         out.append(summary)
     return out
@@ -246,9 +263,9 @@ def main(argv=None) -> dict:
     load_before = load_average()
     runs = in_fresh_processes(processes, n, args.quick, repeats)
     rows = summarize(runs, n)
-    faster = bool(rows) and all(
-        r["speedup_vs_single"] > 1.0 for r in rows if r["workload"].startswith("rollout")
-    )
+    rollouts = [r for r in rows if r["workload"].startswith("rollout")]
+    faster = bool(rollouts) and all(r["speedup_vs_single"] > 1.0 for r in rollouts)
+    faster_pinned = bool(rollouts) and all(r.get("speedup_pinned", 0) > 1.0 for r in rollouts)
     payload = {
         "benchmark": "sharding",
         "quick": args.quick,
@@ -256,7 +273,12 @@ def main(argv=None) -> dict:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "rows": rows,
         "processes": runs,
-        "done_when": {f"{n}_devices_faster_than_1_on_rollouts_process_median": faster},
+        "done_when": {
+            f"{n}_devices_faster_than_1_on_rollouts_process_median": faster,
+            f"{n}_devices_faster_than_1_on_rollouts_process_median_xla_threads_pinned": (
+                faster_pinned
+            ),
+        },
         "load_average_1min": {"before": load_before, "after": load_average()},
     }
     cols = [
@@ -272,6 +294,10 @@ def main(argv=None) -> dict:
         "speedup_vs_mesh1",
         "single_cores",
         f"mesh{n}_cores",
+        "single_pinned_ms",
+        f"mesh{n}_pinned_ms",
+        "speedup_pinned",
+        "faster_in_pinned",
         f"mesh{n}_max_rel_diff",
     ]
     failed = [r for r in runs if not isinstance(r, list)]
@@ -284,8 +310,11 @@ def main(argv=None) -> dict:
         f"over processes; the `_range` columns span the "
         f"processes, and `faster_in` counts those in which {n} devices were faster; `cores`: "
         "process CPU time over wall time while it ran, all threads (spin-waiting included, so "
-        "an upper bound on the cores doing work); the last column is the largest relative "
-        "difference of a sharded result from the single-device one in any process.",
+        "an upper bound on the cores doing work); `*_pinned`: the same executables timed "
+        "in the same rounds with XLA's worker threads pinned one per CPU "
+        "(:func:`rmft_theory.runtime.pin_xla_threads`), which keeps Linux from stacking them "
+        "on one CPU; the last column is the largest relative difference of a sharded result "
+        "from the single-device one in any process.",
         "",
         markdown_table(rows, cols),
         "",

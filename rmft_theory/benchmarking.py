@@ -10,6 +10,7 @@ settling call, so that none is timed while another library's idle worker threads
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rmft_theory.io import environment_info, save_json
+from rmft_theory.runtime import pin_xla_threads, restore_affinities
 
 
 def time_jax(fn: Callable, *args, repeats: int = 5) -> dict:
@@ -54,10 +56,13 @@ def time_host(fn: Callable, *args, repeats: int = 5) -> dict:
     return {"median_s": statistics.median(runs), "runs_s": runs}
 
 
-def compile_jax(fn: Callable, *args) -> tuple[Callable, float]:
-    """``jax.jit(fn)`` compiled ahead of time for ``args``, and the compile time in seconds."""
+def compile_jax(
+    fn: Callable, *args, compiler_options: dict | None = None
+) -> tuple[Callable, float]:
+    """``jax.jit(fn)`` compiled ahead of time for ``args`` (with XLA ``compiler_options``, if
+    any), and the compile time in seconds."""
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn).lower(*args).compile(compiler_options=compiler_options or None)
     return compiled, time.perf_counter() - t0
 
 
@@ -154,6 +159,149 @@ def run_child(cmd: list[str], timeout_s: float = 3600.0) -> tuple[bool, object]:
         return True, json.loads(lines[-1])
     except json.JSONDecodeError as exc:
         return False, f"last line is not JSON ({exc}): {lines[-1][:200]!r}"
+
+
+# A cache line bounced between two threads pinned to two CPUs (C11 atomics): the round trip
+# shows whether the two CPUs share a cache. Arguments: cpu_a cpu_b rounds; prints nanoseconds.
+CORE_LATENCY_SOURCE = r"""
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+static _Atomic long flag __attribute__((aligned(64)));
+static long rounds;
+static int cpu_b;
+static int pin(int cpu) {
+  cpu_set_t set; CPU_ZERO(&set); CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+static void *echo(void *arg) {
+  (void)arg;
+  if (pin(cpu_b)) exit(2);
+  for (long i = 0; i < 2 * rounds; i++) {
+    while (atomic_load_explicit(&flag, memory_order_acquire) != 2 * i + 1) {}
+    atomic_store_explicit(&flag, 2 * i + 2, memory_order_release);
+  }
+  return 0;
+}
+int main(int argc, char **argv) {
+  if (argc != 4) return 1;
+  cpu_b = atoi(argv[2]); rounds = atol(argv[3]);
+  if (pin(atoi(argv[1]))) return 2;
+  pthread_t t; pthread_create(&t, 0, echo, 0);
+  struct timespec a, b;
+  for (long i = 0; i < 2 * rounds; i++) {  /* the first half warms up, the second is timed */
+    if (i == rounds) clock_gettime(CLOCK_MONOTONIC, &a);
+    atomic_store_explicit(&flag, 2 * i + 1, memory_order_release);
+    while (atomic_load_explicit(&flag, memory_order_acquire) != 2 * i + 2) {}
+  }
+  clock_gettime(CLOCK_MONOTONIC, &b); pthread_join(t, 0);
+  printf("%.1f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / rounds);
+  return 0;
+}
+"""
+
+# Round trips on the 2-core benchmark VM fell into two clusters, 70-120 ns and 310-430 ns, the
+# hypervisor moving the two vCPUs between them every few seconds to minutes.
+NEAR_BELOW_NS = 200.0
+
+
+@functools.cache
+def _core_latency_binary() -> str | None:
+    """Compile :data:`CORE_LATENCY_SOURCE` once per process; None without Linux or a C compiler."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not sys.platform.startswith("linux") or compiler is None:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="rmft-core-latency-"))
+    (folder / "core_latency.c").write_text(CORE_LATENCY_SOURCE)
+    binary = folder / "core_latency"
+    cmd = [compiler, "-O2", "-pthread", str(folder / "core_latency.c"), "-o", str(binary)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    return str(binary) if done.returncode == 0 else None
+
+
+def core_latency_ns(cpus: tuple[int, int] | None = None, rounds: int = 5_000) -> float | None:
+    """Round-trip time of one cache line between two CPUs, in nanoseconds, or None.
+
+    Two threads pinned to ``cpus`` (default: the first two this process may run on) hand an
+    atomic counter back and forth ``rounds`` times untimed (waking the other CPU cost
+    milliseconds), then ``rounds`` times timed: a few milliseconds in all at the default.
+    CPUs that share a cache hand it over in well under 200 ns; on the 2-core benchmark VM the
+    round trip switched between about 80 and 330-430 ns as the hypervisor moved the vCPUs, and
+    XLA's two-thread speed switched with it (:func:`placement`). None where it cannot be
+    measured: fewer than two CPUs, not Linux, no C compiler, or the probe failed.
+    """
+    import subprocess
+
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if cpus is None:
+        if len(allowed) < 2:
+            return None
+        cpus = (allowed[0], allowed[1])
+    binary = _core_latency_binary()
+    if binary is None:
+        return None
+    done = subprocess.run(
+        [binary, str(cpus[0]), str(cpus[1]), str(rounds)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        return None
+    return float(done.stdout.strip())
+
+
+def placement(before_ns: float | None, after_ns: float | None) -> str:
+    """``near`` or ``far`` when the core-latency probes on both sides of a timing agree
+    (round trip below or above :data:`NEAR_BELOW_NS`), ``mixed`` when the placement changed
+    in between, ``unknown`` when either probe could not run."""
+    if before_ns is None or after_ns is None:
+        return "unknown"
+    near = (before_ns < NEAR_BELOW_NS, after_ns < NEAR_BELOW_NS)
+    if near == (True, True):
+        return "near"
+    return "far" if near == (False, False) else "mixed"
+
+
+def pin_toggling(
+    calls: dict, pinned: set[str], managed: set[str] | None = None
+) -> tuple[dict, Callable[[], None]]:
+    """``calls`` with every JAX call (``managed``, default the names starting ``jax``) wrapped
+    to run with XLA's worker threads pinned one per CPU (names in ``pinned``,
+    :func:`rmft_theory.runtime.pin_xla_threads`) or left to the OS (the other managed names);
+    the other calls (PyTorch's) leave the placement as it is. The switch happens in the first
+    call after the other kind ran (with ``block > 1``, the untimed settling call of
+    :func:`time_interleaved`). Returns the calls and a function that restores the threads'
+    affinities."""
+    state: dict = {"previous": None}
+
+    def restore():
+        if state["previous"] is not None:
+            restore_affinities(state["previous"])
+            state["previous"] = None
+
+    def wrap(call, want):
+        def run():
+            if want and state["previous"] is None:
+                state["previous"] = pin_xla_threads()
+            elif not want:
+                restore()
+            return call()
+
+        return run
+
+    if managed is None:
+        managed = {n for n in calls if n.startswith("jax")}
+    wrapped = {n: wrap(c, n in pinned) if n in managed else c for n, c in calls.items()}
+    return wrapped, restore
 
 
 def cost_flops(compiled) -> float:

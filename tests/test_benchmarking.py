@@ -1,10 +1,12 @@
 """The timing protocol of rmft_theory.benchmarking (call order and counts; nothing is timed)."""
 
 import json
+import os
 
 import pytest
 
-from rmft_theory.benchmarking import assemble_results, run_child, time_interleaved
+from rmft_theory import benchmarking
+from rmft_theory.benchmarking import assemble_results, placement, run_child, time_interleaved
 
 
 def recorder(log: list, name: str):
@@ -88,3 +90,30 @@ def test_results_name_each_benchmark_and_the_revision_it_ran_at(tmp_path):
     assert "## alpha (git abc123, quick mode)\n\n| a |" in text
     assert "## beta\n\nbeta table" in text
     assert text.index("## alpha") < text.index("## beta")
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [(80.0, 95.0, "near"), (350.0, 420.0, "far"), (80.0, 350.0, "mixed"), (None, 80.0, "unknown")],
+)
+def test_placement_needs_both_probes_to_agree(before, after, expected):
+    assert placement(before, after) == expected
+
+
+def test_core_latency_is_none_without_a_compiler_or_a_second_cpu(monkeypatch):
+    monkeypatch.setattr(benchmarking, "_core_latency_binary", lambda: None)
+    assert benchmarking.core_latency_ns((0, 0)) is None
+    with pytest.raises(ValueError, match="rounds"):
+        benchmarking.core_latency_ns((0, 0), rounds=0)
+
+
+def test_core_latency_probe_measures_a_round_trip():
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2 or benchmarking._core_latency_binary() is None:
+        pytest.skip("needs Linux, two CPUs and a C compiler")
+    # A cache line's round trip between two idle CPUs takes tens to hundreds of nanoseconds.
+    # Under pytest -n 2 the other CPU runs another test, and the spinning partner thread may
+    # wait for the scheduler's time slice (milliseconds), so the bound only rules out a
+    # broken probe: positive, and under 0.1 s per round trip. 50 rounds keep it short.
+    ns = benchmarking.core_latency_ns((cpus[0], cpus[1]), rounds=50)
+    assert ns is not None and 1.0 < ns < 1e8

@@ -65,8 +65,71 @@ def test_spread_markdown_lists_every_process_and_the_medians():
     lines = bench.spread_markdown(spread, " without PyTorch")
     assert "2 fresh processes" in lines[0] and "without PyTorch" in lines[0]
     table = lines[2].splitlines()
-    assert len(table) == 4 and table[2].startswith("| 0 | 1e+09 |  |  | 14 |")
+    assert len(table) == 4 and table[2].startswith("| 0 | 1e+09 |  |  |  | 14 |")
     assert lines[-1] == "Median over processes: jax_steps_per_s 8e+08 (range 6e+08-1e+09)."
+
+
+def test_placement_summary_keeps_rounds_whose_probes_agree_apart():
+    bench = load("rollout")
+
+    def rnd(where, jax, torch_a, torch_b):
+        return {"placement": where, "ms": {"jax": jax, "torch@1": torch_a, "torch@2": torch_b}}
+
+    rounds = [
+        rnd("near", 0.5, 0.9, 0.6),  # best PyTorch 0.6: ratio 1.2
+        rnd("near", 0.4, 0.8, 0.8),  # best 0.8: ratio 2.0
+        rnd("near", 0.6, 0.6, 0.9),  # best 0.6: ratio 1.0
+        rnd("far", 0.8, 0.8, 0.9),
+        rnd("mixed", 5.0, 1.0, 1.0),
+    ]
+    out = bench.placement_summary(rounds, ["jax"], ["torch@1", "torch@2"])
+    near = out["near"]
+    assert near["rounds"] == 3 and near["jax_ms"] == 0.5 and near["torch_best_ms"] == 0.6
+    # The ratio is the median of per-round ratios, not the ratio of medians (0.6 / 0.5).
+    assert near["vs_torch"] == pytest.approx(1.2)
+    assert out["far"]["vs_torch"] == pytest.approx(1.0) and out["mixed"]["rounds"] == 1
+    assert "unknown" not in out
+
+    study = {"summary": out}
+    checks = bench.verdicts([], None, [], True, None, None, study)
+    assert checks == {
+        "per_trajectory_rewards_given_vs_torch>=1.5_near": False,
+        "per_trajectory_rewards_given_vs_torch>=1.5_far": False,
+        "linear_in_T_within_20%": True,
+        "linear_in_B_within_20%": True,
+    }
+    lines = bench.placement_markdown({"rounds": rounds, "block": 20, "seconds": 9.0, **study})
+    assert "5 rounds of 20 calls" in lines[0] and "9 s" in lines[0]
+    assert lines[2].splitlines()[0].startswith("| placement | rounds | jax_ms |")
+    assert bench.placement_markdown("skipped: no compiler") == [
+        "Placement study skipped: no compiler."
+    ]
+
+
+def test_pin_toggling_pins_before_the_pinned_calls_and_restores(monkeypatch):
+    from rmft_theory import benchmarking as bench
+
+    log = []
+    monkeypatch.setattr(bench, "pin_xla_threads", lambda: log.append("pin") or {1: {0, 1}})
+    monkeypatch.setattr(bench, "restore_affinities", lambda prev: log.append(("restore", prev)))
+    calls = {n: (lambda n=n: log.append(n)) for n in ("jax", "jax_pinned", "torch@2")}
+    wrapped, restore = bench.pin_toggling(calls, {"jax_pinned"})
+    for name in ("jax_pinned", "jax_pinned", "torch@2", "jax", "jax", "jax_pinned"):
+        wrapped[name]()
+    restore()
+    restore()  # nothing left to restore
+    assert log == [
+        "pin",
+        "jax_pinned",
+        "jax_pinned",
+        "torch@2",  # PyTorch's calls leave the placement as it is
+        ("restore", {1: {0, 1}}),
+        "jax",
+        "jax",
+        "pin",
+        "jax_pinned",
+        ("restore", {1: {0, 1}}),
+    ]
 
 
 def test_rollout_stages_are_the_parts_of_the_full_call():
@@ -108,7 +171,7 @@ def test_stages_markdown_sums_the_stages_and_says_why_one_core_is_missing():
 def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
     bench = load("sharding")
 
-    def row(label, single, mesh2, diff=0.0):
+    def row(label, single, mesh2, diff=0.0, pinned=1.5):
         return {
             "workload": label,
             "single_ms": single,
@@ -119,13 +182,16 @@ def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
             "single_cores": 1.0,
             "mesh2_cores": 2.0,
             "mesh2_max_rel_diff": diff,
+            "single_pinned_ms": pinned,
+            "mesh2_pinned_ms": 1.0,
+            "speedup_pinned": pinned,
         }
 
     runs = [
         [row("rollout a", 1.0, 0.5), row("finetune", 2.0, 4.0)],
         "failed: ['boom']",
         [row("rollout a", 1.0, 2.0, 1e-7), row("finetune", 2.0, 1.0)],
-        [row("rollout a", 3.0, 1.0), row("finetune", 2.0, 4.0)],
+        [row("rollout a", 3.0, 1.0, pinned=0.9), row("finetune", 2.0, 4.0)],
     ]
     out = {r["workload"]: r for r in bench.summarize(runs, 2)}
     assert out["rollout a"]["processes"] == 3
@@ -136,4 +202,9 @@ def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
     assert out["rollout a"]["mesh2_ms_range"] == "0.5-2"
     assert out["rollout a"]["mesh2_max_rel_diff"] == 1e-7
     assert out["finetune"]["faster_in"] == "1/3"
+    assert (
+        out["rollout a"]["speedup_pinned"] == 1.5 and out["rollout a"]["faster_in_pinned"] == "2/3"
+    )
+    old = [{k: v for k, v in row("rollout a", 1.0, 0.5).items() if "pinned" not in k}]
+    assert "speedup_pinned" not in bench.summarize([old], 2)[0]  # results from before pinning
     assert bench.summarize(["failed: ['x']"], 2) == []

@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="rmft-theory: Iterative RMFT and its FTRL theory, in JAX.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--pin-xla-threads",
+        action="store_true",
+        help="pin XLA's CPU worker threads one per CPU for this run (Linux; for a machine the "
+        "run has to itself: see rmft_theory.runtime)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
@@ -35,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand; configuration errors exit 2 with one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.pin_xla_threads:
+        from rmft_theory.runtime import pin_xla_threads
+
+        if not pin_xla_threads():
+            print("rmft: --pin-xla-threads: thread placement unavailable here", file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except ValueError as err:

@@ -1,0 +1,102 @@
+"""CPU thread placement for XLA: pin its intra-op worker threads one per CPU (Linux).
+
+XLA's CPU client runs parallel work on a pool of worker threads, one per CPU it may use, and
+leaves their placement to the operating system. Linux places a woken thread near the thread
+that woke it, so after a pause both workers of a 2-CPU machine can end up on one CPU and stay
+there until the load balancer separates them: every kernel XLA splits over the two then runs
+at one CPU's speed plus the hand-over. On the 2-core benchmark VM this was the difference
+between the headline rollout's two modes when the vCPUs shared a cache: 0.72-0.83 ms
+unpinned against 0.46-0.49 ms pinned, the same after a 0.2 s pause and after PyTorch ran in
+between, where unpinned it stayed slow for 20-60 calls (benchmarks/bench_rollout.py,
+:func:`bench_placement`). Pinning is the usual remedy for this (OpenMP's ``OMP_PROC_BIND``),
+with the usual caveat: pin only where the process has its CPUs to itself; several pinned
+processes sharing CPUs contend for them.
+
+Usage, once JAX is imported (the pool is created with the CPU backend)::
+
+    with pinned_xla_threads():
+        ...  # run the sweep
+
+or ``previous = pin_xla_threads()`` and later ``restore_affinities(previous)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import jax
+
+# The name XLA's CPU client gives its intra-op pool's threads ("tf_" + "XLAEigen").
+XLA_WORKER_NAME = "tf_XLAEigen"
+
+
+def supported() -> bool:
+    """Whether this platform lets a process place its threads (Linux: ``/proc`` and
+    ``sched_setaffinity``)."""
+    return sys.platform.startswith("linux") and hasattr(os, "sched_setaffinity")
+
+
+def xla_worker_threads() -> list[int]:
+    """Thread ids of this process's XLA CPU worker threads, in creation order ([] off Linux).
+
+    Creates the CPU backend first (``jax.devices("cpu")``), which creates the pool.
+    """
+    if not supported():
+        return []
+    jax.devices("cpu")
+    tids = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if name == XLA_WORKER_NAME:
+            tids.append(int(task.name))
+    return sorted(tids)
+
+
+def pin_xla_threads(cpus: Sequence[int] | None = None) -> dict[int, set[int]]:
+    """Pin XLA's worker threads one per CPU, round robin over ``cpus``.
+
+    ``cpus`` defaults to the CPUs this process may run on (``os.sched_getaffinity(0)``).
+    Returns each pinned thread's previous affinity, for :func:`restore_affinities`; {} where
+    the platform cannot place threads (:func:`supported`), so callers need no platform check.
+    """
+    if not supported():
+        return {}
+    allowed = sorted(os.sched_getaffinity(0))
+    cpus = allowed if cpus is None else list(cpus)
+    if not cpus:
+        raise ValueError("cpus must name at least one CPU")
+    outside = sorted(set(cpus) - set(allowed))
+    if outside:
+        raise ValueError(f"cpus {outside} are not among this process's CPUs {allowed}")
+    previous = {}
+    for i, tid in enumerate(xla_worker_threads()):
+        try:
+            previous[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, {cpus[i % len(cpus)]})
+        except ProcessLookupError:  # the thread ended meanwhile
+            previous.pop(tid, None)
+    return previous
+
+
+def restore_affinities(previous: dict[int, set[int]]) -> None:
+    """Give threads back the affinities :func:`pin_xla_threads` returned (ended ones skipped)."""
+    for tid, cpus in previous.items():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(tid, cpus)
+
+
+@contextlib.contextmanager
+def pinned_xla_threads(cpus: Sequence[int] | None = None) -> Iterator[dict[int, set[int]]]:
+    """:func:`pin_xla_threads` for the duration of a ``with`` block, then restore."""
+    previous = pin_xla_threads(cpus)
+    try:
+        yield previous
+    finally:
+        restore_affinities(previous)
