@@ -1006,16 +1006,19 @@ def given_spread(
 
     On the 2-core benchmark VM JAX's speed is bimodal: the same compiled rollout ran at about
     0.45 ms and at 0.69-0.85 ms, in proportions that changed from one batch of processes to the
-    next, and a process can switch within a run. The cause is where the hypervisor puts the
-    two vCPUs: a cache line's round trip between them (:func:`core_latency_ns`) switched
-    between about 80 ns and 330-430 ns every few seconds to minutes, and in 40 rounds of one
-    process, each round bracketed by two probes, every round with both probes near 80 ns ran
-    fast (0.46 ms) and every one with both far ran slow (0.68-0.88 ms). XLA hands data between
-    its two threads many times per call, and without a shared cache each hand-over costs
-    4× more. PyTorch's two-thread times move with it too (0.55 against 0.60-0.89 ms). Earlier
-    passes ruled out other explanations by measurement: wake-ups per call, CPU time over wall
-    time, steal time, ``OMP_WAIT_POLICY=PASSIVE``, malloc arenas, recompiling; thread priority
-    and pinning the pool's threads (probes this pass) changed nothing either.
+    next, and a process can switch within a run. Two causes were measured. (1) Where the
+    hypervisor puts the two vCPUs: a cache line's round trip between them
+    (:func:`core_latency_ns`) switched between about 80 ns and 300-430 ns every few seconds to
+    minutes, and in 40 rounds of one process, each bracketed by two probes, every round with
+    both probes near 80 ns ran fast (0.46 ms) and every one with both far ran slow (0.68-0.88
+    ms): XLA hands data between its two threads many times per call, and without a shared
+    cache each hand-over costs 4× more. (2) Where Linux puts XLA's two worker threads: after a
+    pause or after PyTorch ran, they shared one CPU for the next 20-60 calls (0.72-0.83 ms with
+    the vCPUs sharing a cache), unless pinned one per CPU (``jax_pinned``,
+    :mod:`rmft_theory.runtime`; 0.46-0.49 ms). PyTorch's two-thread times move with the
+    placement too. Earlier passes ruled out other explanations by measurement: wake-ups per
+    call, steal time, ``OMP_WAIT_POLICY=PASSIVE``, malloc arenas, recompiling; thread priority
+    (probes this pass) changed nothing either.
     :func:`bench_placement` times JAX and PyTorch under each placement; this spread shows what
     one whole process sees.
     """

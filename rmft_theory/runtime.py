@@ -2,15 +2,14 @@
 
 XLA's CPU client runs parallel work on a pool of worker threads, one per CPU it may use, and
 leaves their placement to the operating system. Linux places a woken thread near the thread
-that woke it, so after a pause both workers of a 2-CPU machine can end up on one CPU and stay
-there until the load balancer separates them: every kernel XLA splits over the two then runs
-at one CPU's speed plus the hand-over. On the 2-core benchmark VM this was the difference
-between the headline rollout's two modes when the vCPUs shared a cache: 0.72-0.83 ms
-unpinned against 0.46-0.49 ms pinned, the same after a 0.2 s pause and after PyTorch ran in
-between, where unpinned it stayed slow for 20-60 calls (benchmarks/bench_rollout.py,
-:func:`bench_placement`). Pinning is the usual remedy for this (OpenMP's ``OMP_PROC_BIND``),
-with the usual caveat: pin only where the process has its CPUs to itself; several pinned
-processes sharing CPUs contend for them.
+that woke it, so after a pause both workers of a 2-CPU machine can share one CPU until the
+load balancer separates them: every kernel XLA splits over the two then runs at one CPU's
+speed plus the hand-over. On the 2-core benchmark VM, with its vCPUs sharing a cache, the
+headline rollout took 0.72-0.83 ms unpinned (the process using about one CPU's time) for the
+first 20-60 calls after a 0.2 s pause or after PyTorch ran, and 0.46-0.49 ms pinned, pause or
+not (benchmarks/bench_rollout.py, ``bench_placement``). Pinning is the usual remedy (OpenMP's
+``OMP_PROC_BIND``), with the usual caveat: pin only where the process has its CPUs to itself;
+several pinned processes sharing CPUs contend for them.
 
 Usage, once JAX is imported (the pool is created with the CPU backend)::
 
