@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 
 
 def _force_devices(argv) -> int:
@@ -52,9 +53,11 @@ import numpy as np  # noqa: E402
 from rmft_theory.benchmarking import (  # noqa: E402
     blocking,
     compile_jax,
+    core_latency_ns,
     load_average,
     markdown_table,
     pin_toggling,
+    placement,
     run_child,
     time_interleaved,
     write_results,
@@ -140,11 +143,14 @@ def bench(label, fns, args, work, repeats, pick=lambda out: out) -> dict:
     calls = {n: blocking(c, *args) for n, c in compiled.items()}
     calls.update({f"{n}_pinned": calls[n] for n in ("single", n_name)})
     calls, unpin = pin_toggling(calls, {n for n in calls if n.endswith("_pinned")}, set(calls))
+    before = core_latency_ns()
     try:
         times = time_interleaved(calls, max(2, repeats // 3), block=3)
     finally:
         unpin()
+    after = core_latency_ns()
     row = {"workload": label, "work_units": work}
+    row.update(core_before_ns=before, core_after_ns=after, placement=placement(before, after))
     for name in calls:
         row[f"{name}_ms"] = 1e3 * times[name]["median_s"]
         row[f"{name}_cores"] = times[name]["cores"]
@@ -225,6 +231,8 @@ def summarize(runs: list, n: int) -> list[dict]:
             summary[f"{key}_range"] = f"{min(times):.3g}-{max(times):.3g}"
         summary["speedup_range"] = f"{min(speedups):.2f}-{max(speedups):.2f}"
         summary["faster_in"] = f"{sum(x > 1.0 for x in speedups)}/{len(rows)}"
+        counts = Counter(r.get("placement", "unknown") for r in rows)
+        summary["placements"] = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         if "speedup_pinned" in summary:
             pinned = [r["speedup_pinned"] for r in rows]
             summary["faster_in_pinned"] = f"{sum(x > 1.0 for x in pinned)}/{len(rows)}"
@@ -299,6 +307,7 @@ def main(argv=None) -> dict:
         "speedup_pinned",
         "faster_in_pinned",
         f"mesh{n}_max_rel_diff",
+        "placements",
     ]
     failed = [r for r in runs if not isinstance(r, list)]
     md = [
@@ -313,8 +322,11 @@ def main(argv=None) -> dict:
         "an upper bound on the cores doing work); `*_pinned`: the same executables timed "
         "in the same rounds with XLA's worker threads pinned one per CPU "
         "(:func:`rmft_theory.runtime.pin_xla_threads`), which keeps Linux from stacking them "
-        "on one CPU; the last column is the largest relative difference of a sharded result "
-        "from the single-device one in any process.",
+        f"on one CPU; `mesh{n}_max_rel_diff`: the largest relative difference of a sharded "
+        "result from the single-device one in any process; `placements`: in how many "
+        "processes the vCPUs shared a cache (`near`), did not (`far`) or moved (`mixed`) "
+        "while the workload was timed, from a core-latency probe before and after "
+        "(:func:`rmft_theory.benchmarking.core_latency_ns`).",
         "",
         markdown_table(rows, cols),
         "",

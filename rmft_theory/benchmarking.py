@@ -11,9 +11,14 @@ settling call, so that none is timed while another library's idle worker threads
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import platform
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -144,7 +149,6 @@ def run_child(cmd: list[str], timeout_s: float = 3600.0) -> tuple[bool, object]:
     in several fresh processes keeps the runs that finished.
     """
     import json
-    import subprocess
 
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -190,8 +194,9 @@ static void *echo(void *arg) {
 int main(int argc, char **argv) {
   if (argc != 4) return 1;
   cpu_b = atoi(argv[2]); rounds = atol(argv[3]);
-  if (pin(atoi(argv[1]))) return 2;
-  pthread_t t; pthread_create(&t, 0, echo, 0);
+  if (rounds < 1 || pin(atoi(argv[1]))) return 2;
+  pthread_t t;
+  if (pthread_create(&t, 0, echo, 0)) return 3;
   struct timespec a, b;
   for (long i = 0; i < 2 * rounds; i++) {  /* the first half warms up, the second is timed */
     if (i == rounds) clock_gettime(CLOCK_MONOTONIC, &a);
@@ -204,43 +209,55 @@ int main(int argc, char **argv) {
 }
 """
 
-# Round trips on the 2-core benchmark VM fell into two clusters, 70-120 ns and 310-430 ns, the
+# Round trips on the 2-core benchmark VM fell into two clusters, 70-120 ns and 280-430 ns, the
 # hypervisor moving the two vCPUs between them every few seconds to minutes.
 NEAR_BELOW_NS = 200.0
+
+# The probe's compile and run each get this long: a busy machine can stretch the run (a
+# spinning thread may wait for a time slice), but never by a minute.
+PROBE_TIMEOUT_S = 60.0
 
 
 @functools.cache
 def _core_latency_binary() -> str | None:
-    """Compile :data:`CORE_LATENCY_SOURCE` once per process; None without Linux or a C compiler."""
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-
+    """The compiled probe, cached in the temp folder under the source's hash; None without Linux
+    or a C compiler, or if it does not compile."""
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not sys.platform.startswith("linux") or compiler is None:
         return None
-    folder = Path(tempfile.mkdtemp(prefix="rmft-core-latency-"))
-    (folder / "core_latency.c").write_text(CORE_LATENCY_SOURCE)
-    binary = folder / "core_latency"
-    cmd = [compiler, "-O2", "-pthread", str(folder / "core_latency.c"), "-o", str(binary)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    return str(binary) if done.returncode == 0 else None
+    digest = hashlib.sha256(CORE_LATENCY_SOURCE.encode()).hexdigest()[:16]
+    binary = Path(tempfile.gettempdir()) / f"rmft-core-latency-{digest}"
+    if binary.is_file() and os.access(binary, os.X_OK):
+        return str(binary)
+    with tempfile.TemporaryDirectory(prefix="rmft-core-latency-") as folder:
+        source, built = Path(folder) / "core_latency.c", Path(folder) / "core_latency"
+        source.write_text(CORE_LATENCY_SOURCE)
+        cmd = [compiler, "-O2", "-pthread", str(source), "-o", str(built)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return None
+        if done.returncode != 0:
+            return None
+        # Same filesystem as the cache path is not guaranteed: copy, then rename atomically.
+        partial = binary.with_name(f"{binary.name}.{os.getpid()}.partial")
+        shutil.copy2(built, partial)
+        os.replace(partial, binary)
+    return str(binary)
 
 
 def core_latency_ns(cpus: tuple[int, int] | None = None, rounds: int = 5_000) -> float | None:
     """Round-trip time of one cache line between two CPUs, in nanoseconds, or None.
 
-    Two threads pinned to ``cpus`` (default: the first two this process may run on) hand an
-    atomic counter back and forth ``rounds`` times untimed (waking the other CPU cost
-    milliseconds), then ``rounds`` times timed: a few milliseconds in all at the default.
-    CPUs that share a cache hand it over in well under 200 ns; on the 2-core benchmark VM the
-    round trip switched between about 80 and 330-430 ns as the hypervisor moved the vCPUs, and
-    XLA's two-thread speed switched with it (:func:`placement`). None where it cannot be
-    measured: fewer than two CPUs, not Linux, no C compiler, or the probe failed.
+    Two threads pinned to ``cpus`` (two different CPUs of this process; default: its first
+    two) hand an atomic counter back and forth ``rounds`` times untimed (waking the other CPU
+    cost milliseconds), then ``rounds`` times timed: a few milliseconds in all at the default.
+    CPUs that share a cache hand it over in well under :data:`NEAR_BELOW_NS`; on the 2-core
+    benchmark VM the round trip switched between about 80 and 280-430 ns as the hypervisor
+    moved the vCPUs, and XLA's two-thread speed switched with it (:func:`placement`). None
+    where it cannot be measured: fewer than two CPUs, not Linux, no C compiler, or the probe
+    failed or ran past :data:`PROBE_TIMEOUT_S`.
     """
-    import subprocess
-
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -248,12 +265,16 @@ def core_latency_ns(cpus: tuple[int, int] | None = None, rounds: int = 5_000) ->
         if len(allowed) < 2:
             return None
         cpus = (allowed[0], allowed[1])
+    if len(cpus) != 2 or cpus[0] == cpus[1] or not set(cpus) <= set(allowed):
+        raise ValueError(f"cpus must be two different CPUs among {allowed}, got {cpus}")
     binary = _core_latency_binary()
     if binary is None:
         return None
-    done = subprocess.run(
-        [binary, str(cpus[0]), str(cpus[1]), str(rounds)], capture_output=True, text=True
-    )
+    cmd = [binary, str(cpus[0]), str(cpus[1]), str(rounds)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None
     if done.returncode != 0:
         return None
     return float(done.stdout.strip())
@@ -402,8 +423,6 @@ def import_torch(threads: int | None = None):
     try:
         import torch
     except ImportError:
-        import sys
-
         print("PyTorch is not installed: skipping the PyTorch references", file=sys.stderr)
         return None
     if threads is not None:
@@ -506,9 +525,6 @@ def discover_benchmarks(folder: Path | None = None) -> dict[str, Path]:
 
 def run_benchmarks(names: list[str] | None, quick: bool, folder: Path | None = None) -> dict:
     """Run each benchmark script in its own process (clean timings); return exit codes."""
-    import subprocess
-    import sys
-
     found = discover_benchmarks(folder)
     chosen = names or list(found)
     unknown = [n for n in chosen if n not in found]

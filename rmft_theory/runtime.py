@@ -2,14 +2,11 @@
 
 XLA's CPU client runs parallel work on a pool of worker threads, one per CPU it may use, and
 leaves their placement to the operating system. Linux places a woken thread near the thread
-that woke it, so after a pause both workers of a 2-CPU machine can share one CPU until the
-load balancer separates them: every kernel XLA splits over the two then runs at one CPU's
-speed plus the hand-over. On the 2-core benchmark VM, with its vCPUs sharing a cache, the
-headline rollout took 0.72-0.83 ms unpinned (the process using about one CPU's time) for the
-first 20-60 calls after a 0.2 s pause or after PyTorch ran, and 0.46-0.49 ms pinned, pause or
-not (benchmarks/bench_rollout.py, ``bench_placement``). Pinning is the usual remedy (OpenMP's
-``OMP_PROC_BIND``), with the usual caveat: pin only where the process has its CPUs to itself;
-several pinned processes sharing CPUs contend for them.
+that woke it, so after a pause both workers can share one CPU until the load balancer
+separates them, and every kernel XLA splits over them runs at one CPU's speed. Pinning them
+one per CPU is the usual remedy (OpenMP's ``OMP_PROC_BIND``), with the usual caveat: pin only
+where the process has its CPUs to itself; several pinned processes sharing CPUs contend for
+them. README "Speed" has the measurements on the 2-core benchmark VM.
 
 Usage, once JAX is imported (the pool is created with the CPU backend)::
 
@@ -29,24 +26,29 @@ from pathlib import Path
 
 import jax
 
-# The name XLA's CPU client gives its intra-op pool's threads ("tf_" + "XLAEigen").
+# The name XLA's CPU client gives its intra-op pool's threads ("tf_" + "XLAEigen"). It is an
+# internal detail of XLA, not an API: tests/test_runtime.py checks it against the running
+# client, so a rename shows up as a failing test rather than as pinning that does nothing.
 XLA_WORKER_NAME = "tf_XLAEigen"
 
 
 def supported() -> bool:
-    """Whether this platform lets a process place its threads (Linux: ``/proc`` and
-    ``sched_setaffinity``)."""
+    """Whether this platform lets a process place its threads (Linux)."""
     return sys.platform.startswith("linux") and hasattr(os, "sched_setaffinity")
 
 
 def xla_worker_threads() -> list[int]:
     """Thread ids of this process's XLA CPU worker threads, in creation order ([] off Linux).
 
-    Creates the CPU backend first (``jax.devices("cpu")``), which creates the pool.
+    Creates the CPU backend first (``jax.devices("cpu")``), which creates the pool; [] where
+    there is no CPU backend.
     """
     if not supported():
         return []
-    jax.devices("cpu")
+    try:
+        jax.devices("cpu")
+    except RuntimeError:  # no CPU backend in this process (e.g. JAX_PLATFORMS=cuda)
+        return []
     tids = []
     for task in Path("/proc/self/task").iterdir():
         try:
@@ -75,17 +77,23 @@ def pin_xla_threads(cpus: Sequence[int] | None = None) -> dict[int, set[int]]:
     if outside:
         raise ValueError(f"cpus {outside} are not among this process's CPUs {allowed}")
     previous = {}
-    for i, tid in enumerate(xla_worker_threads()):
-        try:
-            previous[tid] = os.sched_getaffinity(tid)
-            os.sched_setaffinity(tid, {cpus[i % len(cpus)]})
-        except ProcessLookupError:  # the thread ended meanwhile
-            previous.pop(tid, None)
+    try:
+        for i, tid in enumerate(xla_worker_threads()):
+            try:
+                previous[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, {cpus[i % len(cpus)]})
+            except ProcessLookupError:  # the thread ended meanwhile
+                previous.pop(tid, None)
+    except BaseException:
+        restore_affinities(previous)  # no thread stays pinned by a half-finished call
+        raise
     return previous
 
 
 def restore_affinities(previous: dict[int, set[int]]) -> None:
     """Give threads back the affinities :func:`pin_xla_threads` returned (ended ones skipped)."""
+    if not supported():
+        return
     for tid, cpus in previous.items():
         with contextlib.suppress(ProcessLookupError):
             os.sched_setaffinity(tid, cpus)

@@ -101,10 +101,26 @@ def test_placement_needs_both_probes_to_agree(before, after, expected):
 
 
 def test_core_latency_is_none_without_a_compiler_or_a_second_cpu(monkeypatch):
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("needs os.sched_getaffinity")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(benchmarking, "_core_latency_binary", lambda: None)
-    assert benchmarking.core_latency_ns((0, 0)) is None
-    with pytest.raises(ValueError, match="rounds"):
-        benchmarking.core_latency_ns((0, 0), rounds=0)
+    assert benchmarking.core_latency_ns() is None  # no compiler
+    monkeypatch.setattr(benchmarking, "_core_latency_binary", lambda: "/bin/false")
+    assert benchmarking.core_latency_ns() is None  # the probe failed
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert benchmarking.core_latency_ns() is None  # one CPU: nothing to measure
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"rounds": 0}, "rounds"), ({"cpus": (0, 0)}, "cpus"), ({"cpus": (0, 10_000)}, "cpus")],
+)
+def test_bad_probe_arguments_are_named(kwargs, match):
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("needs os.sched_getaffinity")
+    with pytest.raises(ValueError, match=match):
+        benchmarking.core_latency_ns(**kwargs)
 
 
 def test_core_latency_probe_measures_a_round_trip():

@@ -53,6 +53,12 @@ def test_rollout_verdicts_check_the_median_over_processes_too():
     assert "per_trajectory_rewards_given_vs_torch>=1.5_process_median" not in bench.verdicts(
         [], given, [], True, None, {}
     )
+    # The pinned variants get the same names with one suffix.
+    given["vs_torch_pinned"] = 1.4
+    spread["vs_torch_pinned_median"] = 1.55
+    out = bench.verdicts([], given, [], True, None, spread)
+    assert not out["per_trajectory_rewards_given_vs_torch>=1.5_xla_threads_pinned"]
+    assert out["per_trajectory_rewards_given_vs_torch>=1.5_process_median_xla_threads_pinned"]
 
 
 def test_spread_markdown_lists_every_process_and_the_medians():
@@ -202,6 +208,7 @@ def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
     assert out["rollout a"]["mesh2_ms_range"] == "0.5-2"
     assert out["rollout a"]["mesh2_max_rel_diff"] == 1e-7
     assert out["finetune"]["faster_in"] == "1/3"
+    assert out["rollout a"]["placements"] == "unknown 3"  # rows without probes
     assert (
         out["rollout a"]["speedup_pinned"] == 1.5 and out["rollout a"]["faster_in_pinned"] == "2/3"
     )

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pin-xla-threads",
         action="store_true",
         help="pin XLA's CPU worker threads one per CPU for this run (Linux; for a machine the "
-        "run has to itself: see rmft_theory.runtime)",
+        "run has to itself: see rmft_theory.runtime; not for bench, whose benchmarks run in "
+        "their own processes)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
@@ -41,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand; configuration errors exit 2 with one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.pin_xla_threads and args.command == "bench":
+        print(
+            "rmft bench: error: --pin-xla-threads would pin only this process, and each "
+            "benchmark runs in its own; they time JAX pinned and unpinned themselves",
+            file=sys.stderr,
+        )
+        return 2
     if args.pin_xla_threads:
         from rmft_theory.runtime import pin_xla_threads
 
