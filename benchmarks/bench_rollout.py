@@ -559,9 +559,9 @@ def bench_placement(case, torch, seconds: float, block: int = 20) -> dict | str:
     """The rewards-given headline in short rounds, each between two core-latency probes.
 
     On the 2-core benchmark VM the hypervisor moves the two vCPUs between hosts' cores that
-    share a cache and cores that do not, every few seconds to minutes
+    share a cache and cores that do not, every second or so to minutes
     (:func:`rmft_theory.benchmarking.core_latency_ns`: a round trip of about 80 against
-    330-430 ns), and every two-thread implementation's speed moves with it. Each round probes
+    280-430 ns), and every two-thread implementation's speed moves with it. Each round probes
     the latency, times ``block`` calls of every implementation back to back
     (:func:`rmft_theory.benchmarking.time_interleaved`), and probes again; a round counts for a
     placement only when both probes agree (:func:`rmft_theory.benchmarking.placement`). Rounds
@@ -1023,14 +1023,14 @@ def given_spread(
     two core-latency probes (``core_before_ns``, ``core_after_ns``, ``placement``).
 
     On the 2-core benchmark VM JAX's speed is bimodal: the same compiled rollout ran at about
-    0.45 ms and at 0.69-1.07 ms, in proportions that changed from one batch of processes to the
+    0.46 ms and at 0.69-1.08 ms, in proportions that changed from one batch of processes to the
     next, and a process can switch within a run. Two causes were measured. (1) Where the
     hypervisor puts the two vCPUs: a cache line's round trip between them
-    (:func:`core_latency_ns`) switched between about 80 ns and 280-430 ns every few seconds to
-    minutes, and in 40 rounds of one JAX-only process calling the rollout back to back (so
-    that cause 2 did not arise), each round bracketed by two probes, every round with both
-    probes near 80 ns ran fast (0.46 ms) and every one with both far ran slow (0.68-0.88 ms):
-    XLA hands data between its two threads many times per call, and without a shared cache
+    (:func:`core_latency_ns`) switched between about 80 ns and 280-430 ns every second or so to
+    minutes, and in a probe of 40 rounds in one JAX-only process calling the rollout back to
+    back (so that cause 2 did not arise), each round bracketed by two probes, every round with
+    both probes near 80 ns ran fast (0.46 ms) and every one with both far ran slow (0.68-0.88
+    ms): XLA hands data between its two threads many times per call, and without a shared cache
     each hand-over costs about 4× more. (2) Where Linux puts XLA's two worker threads: after a
     pause or after PyTorch ran, they shared one CPU for the next 20-60 calls (0.72-0.83 ms with
     the vCPUs sharing a cache, in probes), unless pinned one per CPU (``jax_pinned``,

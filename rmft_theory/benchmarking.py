@@ -210,7 +210,7 @@ int main(int argc, char **argv) {
 """
 
 # Round trips on the 2-core benchmark VM fell into two clusters, 70-120 ns and 280-430 ns, the
-# hypervisor moving the two vCPUs between them every few seconds to minutes.
+# hypervisor moving the two vCPUs between them every second or so to minutes.
 NEAR_BELOW_NS = 200.0
 
 # The probe's compile and run each get this long: a busy machine can stretch the run (a
