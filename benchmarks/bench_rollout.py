@@ -70,6 +70,7 @@ from rmft_theory.benchmarking import (
     markdown_table,
     pin_toggling,
     placement,
+    probed,
     roofline_fraction,
     run_child,
     time_interleaved,
@@ -994,10 +995,10 @@ def given_child(floors: dict, repeats: int, loop_repeats: int, with_torch: bool 
     """:func:`bench_given` in this process, with PyTorch if present and ``with_torch`` (run by
     :func:`given_spread`)."""
     torch = import_torch() if with_torch else None
-    before = core_latency_ns()
-    row = bench_given(HEADLINE, floors, torch, repeats, loop_repeats, torch is not None)
-    after = core_latency_ns()
-    row.update(core_before_ns=before, core_after_ns=after, placement=placement(before, after))
+    row, probes = probed(
+        lambda: bench_given(HEADLINE, floors, torch, repeats, loop_repeats, torch is not None)
+    )
+    row.update(probes)
     keys = (
         "jax_steps_per_s",
         "vs_numpy",
@@ -1013,6 +1014,16 @@ def given_child(floors: dict, repeats: int, loop_repeats: int, with_torch: bool 
         "placement",
     )
     return {k: row[k] for k in keys if k in row}
+
+
+# The quantities :func:`given_spread` takes medians and ranges of over its processes.
+SPREAD_MEDIANS = (
+    "jax_steps_per_s",
+    "jax_pinned_steps_per_s",
+    "vs_numpy",
+    "vs_torch",
+    "vs_torch_pinned",
+)
 
 
 def given_spread(
@@ -1047,13 +1058,7 @@ def given_spread(
         ok, out = in_child(call, json.dumps(floors))
         (runs if ok else failures).append(out)
     out: dict = {"processes": runs, "failures": failures}
-    for key in (
-        "jax_steps_per_s",
-        "jax_pinned_steps_per_s",
-        "vs_numpy",
-        "vs_torch",
-        "vs_torch_pinned",
-    ):
+    for key in SPREAD_MEDIANS:
         values = [r[key] for r in runs if key in r]
         if values:
             out[f"{key}_median"] = float(np.median(values))
@@ -1072,13 +1077,7 @@ def spread_markdown(spread: dict, title: str = "") -> list[str]:
     medians = [
         f"{k} {spread[k + '_median']:.3g} (range {spread[k + '_range'][0]:.3g}-"
         f"{spread[k + '_range'][1]:.3g})"
-        for k in (
-            "jax_steps_per_s",
-            "jax_pinned_steps_per_s",
-            "vs_numpy",
-            "vs_torch",
-            "vs_torch_pinned",
-        )
+        for k in SPREAD_MEDIANS
         if k + "_median" in spread
     ]
     return [

@@ -53,11 +53,10 @@ import numpy as np  # noqa: E402
 from rmft_theory.benchmarking import (  # noqa: E402
     blocking,
     compile_jax,
-    core_latency_ns,
     load_average,
     markdown_table,
     pin_toggling,
-    placement,
+    probed,
     run_child,
     time_interleaved,
     write_results,
@@ -143,14 +142,11 @@ def bench(label, fns, args, work, repeats, pick=lambda out: out) -> dict:
     calls = {n: blocking(c, *args) for n, c in compiled.items()}
     calls.update({f"{n}_pinned": calls[n] for n in ("single", n_name)})
     calls, unpin = pin_toggling(calls, {n for n in calls if n.endswith("_pinned")}, set(calls))
-    before = core_latency_ns()
     try:
-        times = time_interleaved(calls, max(2, repeats // 3), block=3)
+        times, probes = probed(lambda: time_interleaved(calls, max(2, repeats // 3), block=3))
     finally:
         unpin()
-    after = core_latency_ns()
-    row = {"workload": label, "work_units": work}
-    row.update(core_before_ns=before, core_after_ns=after, placement=placement(before, after))
+    row = {"workload": label, "work_units": work, **probes}
     for name in calls:
         row[f"{name}_ms"] = 1e3 * times[name]["median_s"]
         row[f"{name}_cores"] = times[name]["cores"]

@@ -292,6 +292,19 @@ def placement(before_ns: float | None, after_ns: float | None) -> str:
     return "far" if near == (False, False) else "mixed"
 
 
+def probed(call: Callable[[], object]) -> tuple[object, dict]:
+    """``call()`` between two core-latency probes: its result, and ``core_before_ns``,
+    ``core_after_ns`` and their :func:`placement`."""
+    before = core_latency_ns()
+    result = call()
+    after = core_latency_ns()
+    return result, {
+        "core_before_ns": before,
+        "core_after_ns": after,
+        "placement": placement(before, after),
+    }
+
+
 def pin_toggling(
     calls: dict, pinned: set[str], managed: set[str] | None = None
 ) -> tuple[dict, Callable[[], None]]:

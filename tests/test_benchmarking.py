@@ -133,3 +133,14 @@ def test_core_latency_probe_measures_a_round_trip():
     # broken probe: positive, and under 0.1 s per round trip. 50 rounds keep it short.
     ns = benchmarking.core_latency_ns((cpus[0], cpus[1]), rounds=50)
     assert ns is not None and 1.0 < ns < 1e8
+
+
+def test_probed_brackets_the_call_with_two_probes(monkeypatch):
+    log = []
+    readings = iter([80.0, 350.0])
+    monkeypatch.setattr(
+        benchmarking, "core_latency_ns", lambda: log.append("probe") or next(readings)
+    )
+    result, probes = benchmarking.probed(lambda: log.append("call") or 7)
+    assert result == 7 and log == ["probe", "call", "probe"]
+    assert probes == {"core_before_ns": 80.0, "core_after_ns": 350.0, "placement": "mixed"}
