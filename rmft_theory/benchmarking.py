@@ -141,8 +141,11 @@ def voluntary_switches() -> int | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
 
 
-def run_child(cmd: list[str], timeout_s: float = 3600.0) -> tuple[bool, object]:
-    """Run ``cmd`` (a benchmark child process) and parse the last line of its stdout as JSON.
+def run_child(
+    cmd: list[str], timeout_s: float = 3600.0, env: dict[str, str] | None = None
+) -> tuple[bool, object]:
+    """Run ``cmd`` (a benchmark child process, with environment ``env``, default this
+    process's) and parse the last line of its stdout as JSON.
 
     Returns ``(True, the parsed value)``, or ``(False, why)`` when the child failed, timed
     out, printed nothing or printed something that is not JSON, so that a parent measuring
@@ -151,7 +154,7 @@ def run_child(cmd: list[str], timeout_s: float = 3600.0) -> tuple[bool, object]:
     import json
 
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return False, f"timed out after {timeout_s:g} s"
     if done.returncode != 0:

@@ -1,4 +1,5 @@
-"""CPU thread placement for XLA: pin its intra-op worker threads one per CPU (Linux).
+"""XLA on CPU at run time: pin its intra-op worker threads one per CPU (Linux), and build
+``XLA_FLAGS`` with backend options for a process yet to start JAX (:func:`xla_flags_with`).
 
 XLA's CPU client runs parallel work on a pool of worker threads, one per CPU it may use, and
 leaves their placement to the operating system. Linux places a woken thread near the thread
@@ -107,3 +108,28 @@ def pinned_xla_threads(cpus: Sequence[int] | None = None) -> Iterator[dict[int, 
         yield previous
     finally:
         restore_affinities(previous)
+
+
+def xla_flags_with(backend_options: dict[str, str], flags: str | None = None) -> str:
+    """``flags`` (default: ``$XLA_FLAGS``) with ``backend_options`` added to XLA's backend
+    options (``--xla_backend_extra_options=key=value,...``), for a process yet to start JAX.
+
+    XLA reads ``XLA_FLAGS`` once, when JAX creates its first backend, and adds the entries of
+    every ``--xla_backend_extra_options`` to one map (a later entry for a key wins), so the
+    result keeps the caller's own options. Some options, such as
+    ``xla_cpu_small_while_loop_byte_threshold`` (benchmarks/bench_xla_options.py), can be set
+    no other way: per-executable ``compiler_options`` refuse them. A key or value that is
+    empty or holds ``,``, ``=`` or whitespace raises a ValueError naming it.
+    """
+    base = os.environ.get("XLA_FLAGS", "") if flags is None else flags
+    if not backend_options:
+        return base
+    for key, value in backend_options.items():
+        for what, text in (("key", key), ("value", value)):
+            if not isinstance(text, str) or not text or any(c in text for c in ",= \t\n"):
+                raise ValueError(
+                    f"backend_options {what} must be a non-empty string without ',', '=' or "
+                    f"whitespace, got {text!r}"
+                )
+    pairs = ",".join(f"{key}={value}" for key, value in backend_options.items())
+    return f"{base} --xla_backend_extra_options={pairs}".strip()

@@ -215,3 +215,37 @@ def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
     old = [{k: v for k, v in row("rollout a", 1.0, 0.5).items() if "pinned" not in k}]
     assert "speedup_pinned" not in bench.summarize([old], 2)[0]  # results from before pinning
     assert bench.summarize(["failed: ['x']"], 2) == []
+
+
+def test_xla_options_summary_pools_rounds_per_placement_and_option():
+    bench = load("xla_options")
+
+    def run(placements_ms, regret):
+        rounds = [
+            {"placement": p, "ms": {w: ms for w in bench.WORKLOADS}} for p, ms in placements_ms
+        ]
+        study = [
+            {"placement": p, "ms": {"jax": ms, "jax_pinned": ms / 2, "torch_compile@2": 1.0}}
+            for p, ms in placements_ms
+        ]
+        return {"rounds": rounds, "placement_rounds": study, "regret": regret}
+
+    runs = {
+        "default": [run([("near", 1.0), ("far", 4.0)], [[1.0, 2.0]]), "failed: ['boom']"],
+        "hoisted": [
+            run([("near", 0.5), ("far", 2.0)], [[1.0, 2.5]]),
+            run([("near", 0.5), ("mixed", 9.0)], [[1.0, 2.0]]),
+        ],
+    }
+    rows = {(r["workload"], r["placement"]): r for r in bench.summarize(runs)}
+    # A placement counts only where both options have rounds in it: mixed is left out.
+    assert {p for _, p in rows} == {"near", "far"}
+    near = rows[("given", "near")]
+    assert (near["default_rounds"], near["hoisted_rounds"]) == (1, 2)
+    assert near["speedup"] == 2.0 and rows[("thompson", "far")]["speedup"] == 2.0
+    studies = {(r["option"], r["placement"]): r for r in bench.placement_studies(runs)}
+    assert studies[("hoisted", "near")]["rounds"] == 2
+    assert studies[("hoisted", "near")]["vs_torch_jax_pinned"] == 4.0  # 1.0 / 0.25
+    assert studies[("default", "far")]["vs_torch"] == 0.25
+    assert bench.regret_difference(runs) == 0.5
+    assert bench.regret_difference({"default": ["failed: ['x']"], "hoisted": []}) is None

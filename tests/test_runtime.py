@@ -119,3 +119,45 @@ def test_the_cli_pins_before_running_the_subcommand(monkeypatch, capsys):
     # not reach: refused with one line rather than silently ignored.
     assert cli.main(["--pin-xla-threads", "bench", "--list"]) == 2
     assert "own" in capsys.readouterr().err and log == ["pin"]
+
+
+def test_backend_options_are_appended_to_the_callers_flags(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    flags = runtime.xla_flags_with({"a": "1", "b_c": "x"})
+    assert flags == (
+        "--xla_force_host_platform_device_count=2 --xla_backend_extra_options=a=1,b_c=x"
+    )
+    assert runtime.xla_flags_with({}, "--keep") == "--keep"
+    assert runtime.xla_flags_with({"k": "v"}, "") == "--xla_backend_extra_options=k=v"
+
+
+@pytest.mark.parametrize(
+    "options", [{"a,b": "1"}, {"a": "1=2"}, {"": "1"}, {"a": ""}, {"a b": "1"}]
+)
+def test_bad_backend_options_are_named(options):
+    with pytest.raises(ValueError, match="backend_options"):
+        runtime.xla_flags_with(options, "")
+
+
+def test_the_hoisting_option_still_reaches_xla():
+    # XLA reads the option from XLA_FLAGS when JAX starts, so a fresh process: with it, the
+    # scan's loop is compiled as one function ("xla_cpu_small_call"); without, it is not. A
+    # rename inside XLA would make bench_xla_options measure nothing, and fail here instead.
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "f = lambda x: jax.lax.scan(lambda c, x: (c + x, c), jnp.zeros(64), x)[1]\n"
+        "text = jax.jit(f).lower(jnp.ones((200, 64))).compile().as_text()\n"
+        "print(text.count('xla_cpu_small_call'))"
+    )
+    hoist = {"xla_cpu_small_while_loop_byte_threshold": "1000000000"}
+    counts = []
+    for flags in ("", runtime.xla_flags_with(hoist, "")):
+        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        counts.append(int(done.stdout.strip().splitlines()[-1]))
+    assert counts[0] == 0 and counts[1] >= 1
