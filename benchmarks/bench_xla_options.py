@@ -234,6 +234,17 @@ def regret_difference(runs: dict) -> float | None:
     return float(max(np.abs(r - regrets[0]).max() for r in regrets[1:]))
 
 
+def without_regrets(runs: dict) -> dict:
+    """``runs`` without the processes' (M, L) regrets (compared, not stored)."""
+    return {
+        name: [
+            {k: v for k, v in run.items() if k != "regret"} if isinstance(run, dict) else run
+            for run in rs
+        ]
+        for name, rs in runs.items()
+    }
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one process per option, 5 s each")
@@ -268,7 +279,7 @@ def main(argv=None) -> dict:
         "max_regret_difference": regret_difference(runs),
         "rows": rows,
         "placement_study": studies,
-        "processes": runs,
+        "processes": without_regrets(runs),
         "load_average_1min": {"before": load_before, "after": load_average()},
     }
     study_cols = ["option", "placement", "rounds"] + [

@@ -572,7 +572,7 @@ def assemble_results(folder: Path | None = None, out: Path | None = None) -> Pat
         f"{info['git_revision']} by `rmft bench`; each section names the revision its benchmark "
         "ran at. Each table comes from one run of its benchmark and its ratios are "
         "measured within that run: in one process, except where a table says it repeats the "
-        "measurement in fresh processes (the rollout headline's spread, sharding).",
+        "measurement in fresh processes (the rollout headline's spread, sharding, xla_options).",
         "",
     ]
     for md in sorted((folder / "results").glob("*.md")):

@@ -249,3 +249,6 @@ def test_xla_options_summary_pools_rounds_per_placement_and_option():
     assert studies[("default", "far")]["vs_torch"] == 0.25
     assert bench.regret_difference(runs) == 0.5
     assert bench.regret_difference({"default": ["failed: ['x']"], "hoisted": []}) is None
+    stored = bench.without_regrets(runs)
+    assert all("regret" not in r for rs in stored.values() for r in rs if isinstance(r, dict))
+    assert stored["default"][1] == "failed: ['boom']" and "regret" in runs["hoisted"][0]
