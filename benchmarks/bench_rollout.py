@@ -69,8 +69,8 @@ from rmft_theory.benchmarking import (
     machine_floors,
     markdown_table,
     pin_toggling,
-    placement,
     probed,
+    probed_rounds,
     roofline_fraction,
     run_child,
     time_interleaved,
@@ -586,23 +586,8 @@ def bench_placement(case, torch, seconds: float, block: int = 20) -> dict | str:
     calls, unpin = pin_toggling(calls, {n for n in calls if n.endswith("_pinned")})
     jax_names = [n for n in calls if n.startswith("jax")]
     torch_names = [n for n in calls if n.startswith("torch")]
-    rounds = []
-    t_end = time.perf_counter() + seconds
     try:
-        time_interleaved(calls, 1, warmup=1, block=block)  # untimed: every call warm
-        while time.perf_counter() < t_end:
-            before = core_latency_ns()
-            order = list(calls) if len(rounds) % 2 == 0 else list(calls)[::-1]
-            t = time_interleaved({n: calls[n] for n in order}, 1, warmup=0, block=block)
-            after = core_latency_ns()
-            rounds.append(
-                {
-                    "before_ns": before,
-                    "after_ns": after,
-                    "placement": placement(before, after),
-                    "ms": {n: 1e3 * v["median_s"] for n, v in t.items()},
-                }
-            )
+        rounds = probed_rounds(calls, seconds, block)
     finally:
         unpin()
         if threads_before is not None:

@@ -10,25 +10,26 @@ executable ``compiler_options`` refuse it), so it is all or nothing for a proces
 (:data:`HOIST`, :func:`rmft_theory.runtime.xla_flags_with`).
 
 Each option runs in ``--processes`` fresh child processes, the options alternating. A child
-compiles the workloads, checks that the option took effect (``hoisted_loops``: the loops
-compiled as one function in the headline's executable), then times every workload in rounds
-until ``--seconds`` have passed; each round lies between two core-latency probes
-(:func:`rmft_theory.benchmarking.core_latency_ns`) and counts for its placement (the 2-core
-benchmark VM's two-thread speed moves with it; see ``bench_rollout.given_spread``).
-Workloads (:data:`WORKLOADS`):
+spends half of ``--seconds`` on ``bench_rollout``'s placement study (the rewards-given
+headline, M = L = 64, T = 200, d = 8, per-trajectory noise, against PyTorch, where it is
+installed: JAX by default, without YNNPACK and pinned), the other half on :data:`WORKLOADS`
+in rounds (:func:`rmft_theory.benchmarking.probed_rounds`); every round lies between two
+core-latency probes and counts for its placement (the 2-core benchmark VM's two-thread speed
+moves with it; see ``bench_rollout.given_spread``). It also counts the loops compiled as one
+function in the headline's executable (``hoisted_loops``), to show that the option took
+effect. Workloads:
 
-* ``given``, ``given_pinned``: the rewards-given headline rollout of ``bench_rollout``
-  (M = L = 64, T = 200, d = 8, per-trajectory noise), with XLA's threads left to the OS and
-  pinned one per CPU; ``torch_compile@2``, its ``torch.compile``-d PyTorch reference on two
-  threads, where PyTorch is installed;
+* ``given``, ``given_pinned``: the rewards-given headline, with XLA's threads left to the OS
+  and pinned one per CPU;
 * ``own_per_trajectory``, ``own_per_step``: the same rollout drawing its own rewards, with each
   noise (bound by random numbers);
 * ``thompson``: batched Beta-Bernoulli Thompson sampling on drawn reward tables
   (``bench_bandits``, 256 runs, T = 1000).
 
-Reports per workload and placement the median time with each option and their ratio, and the
-largest difference between the options' headline regrets (the same maths, compiled
-differently). Writes ``benchmarks/results/xla_options.{json,md}``::
+Reports per workload and placement the median time with each option and their ratio; per
+option and placement the placement study's times and ratios to PyTorch; and the largest
+difference between the processes' headline regrets (the same maths, compiled differently).
+Writes ``benchmarks/results/xla_options.{json,md}``::
 
     .venv/bin/python benchmarks/bench_xla_options.py            # 3 processes per option, 40 s
     .venv/bin/python benchmarks/bench_xla_options.py --quick    # 1 process per option, 5 s
@@ -40,7 +41,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -65,14 +65,12 @@ from rmft_theory.baselines import bandits as bb
 from rmft_theory.benchmarking import (
     blocking,
     compile_jax,
-    core_latency_ns,
     import_torch,
     load_average,
     markdown_table,
     pin_toggling,
-    placement,
+    probed_rounds,
     run_child,
-    time_interleaved,
     write_results,
 )
 from rmft_theory.models import lsa_apply
@@ -130,28 +128,6 @@ def hoisted_loops() -> int:
     return jax.jit(run).lower(*args).compile().as_text().count("xla_cpu_small_call")
 
 
-def timed_rounds(calls: dict, seconds: float, block: int) -> list[dict]:
-    """``block`` calls of each of ``calls`` per round, rounds until ``seconds`` have passed,
-    each round between two core-latency probes (order reversed every other round)."""
-    rounds = []
-    time_interleaved(calls, 1, warmup=1, block=block)  # untimed: every call warm
-    t_end = time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        before = core_latency_ns()
-        order = list(calls) if len(rounds) % 2 == 0 else list(calls)[::-1]
-        t = time_interleaved({n: calls[n] for n in order}, 1, warmup=0, block=block)
-        after = core_latency_ns()
-        rounds.append(
-            {
-                "placement": placement(before, after),
-                "before_ns": before,
-                "after_ns": after,
-                "ms": {n: 1e3 * v["median_s"] for n, v in t.items()},
-            }
-        )
-    return rounds
-
-
 def child(seconds: float, quick: bool, block: int) -> dict:
     """One process's measurement under the ``XLA_FLAGS`` it was started with: the
     rewards-given headline against PyTorch (``bench_rollout.bench_placement``, where PyTorch
@@ -160,7 +136,7 @@ def child(seconds: float, quick: bool, block: int) -> dict:
     study = bench_placement(HEADLINE, torch, seconds / 2) if torch is not None else None
     calls, regret, unpin = workload_calls(quick)
     try:
-        rounds = timed_rounds(calls, seconds / 2, block)
+        rounds = probed_rounds(calls, seconds / 2, block)
     finally:
         unpin()
     return {

@@ -308,6 +308,30 @@ def probed(call: Callable[[], object]) -> tuple[object, dict]:
     }
 
 
+def probed_rounds(calls: dict[str, Callable[[], object]], seconds: float, block: int) -> list:
+    """Rounds of ``block`` calls of each of ``calls`` (:func:`time_interleaved`, order reversed
+    every other round) until ``seconds`` have passed, each between two core-latency probes:
+    per round ``before_ns``, ``after_ns``, their :func:`placement` and ``ms`` (name to the
+    median time in milliseconds). Every call runs once untimed (and settles) first."""
+    rounds = []
+    time_interleaved(calls, 1, warmup=1, block=block)  # untimed: every call warm
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        before = core_latency_ns()
+        order = list(calls) if len(rounds) % 2 == 0 else list(calls)[::-1]
+        t = time_interleaved({n: calls[n] for n in order}, 1, warmup=0, block=block)
+        after = core_latency_ns()
+        rounds.append(
+            {
+                "before_ns": before,
+                "after_ns": after,
+                "placement": placement(before, after),
+                "ms": {n: 1e3 * v["median_s"] for n, v in t.items()},
+            }
+        )
+    return rounds
+
+
 def pin_toggling(
     calls: dict, pinned: set[str], managed: set[str] | None = None
 ) -> tuple[dict, Callable[[], None]]:

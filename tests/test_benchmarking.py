@@ -144,3 +144,22 @@ def test_probed_brackets_the_call_with_two_probes(monkeypatch):
     result, probes = benchmarking.probed(lambda: log.append("call") or 7)
     assert result == 7 and log == ["probe", "call", "probe"]
     assert probes == {"core_before_ns": 80.0, "core_after_ns": 350.0, "placement": "mixed"}
+
+
+def test_probed_rounds_alternate_the_order_and_label_each_round(monkeypatch):
+    import itertools
+
+    from rmft_theory import benchmarking
+
+    latencies = itertools.chain([80.0, 90.0, 300.0, 80.0], itertools.repeat(300.0))
+    monkeypatch.setattr(benchmarking, "core_latency_ns", lambda: next(latencies))
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    rounds = benchmarking.probed_rounds(calls, seconds=0.05, block=2)
+    assert len(rounds) >= 2
+    assert [r["placement"] for r in rounds[:2]] == ["near", "mixed"]
+    assert all(set(r["ms"]) == {"a", "b"} and min(r["ms"].values()) >= 0 for r in rounds)
+    # Warm-up (1 + settle + 2 per call), then rounds of settle + block: a first, then b first.
+    warm = 2 * (1 + 1 + 2)
+    assert order[warm : warm + 6] == ["a"] * 3 + ["b"] * 3
+    assert order[warm + 6 : warm + 12] == ["b"] * 3 + ["a"] * 3
