@@ -51,6 +51,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -429,6 +430,21 @@ class GivenCalls(NamedTuple):
     torch_threads: int | None  # PyTorch's thread count to restore afterwards; None without it
 
 
+def given_run(case) -> tuple[Callable, tuple]:
+    """The rewards-given headline's JAX function ``(params, rewards, key) -> regret (M, L)``
+    (per-trajectory noise) and its arguments: the LSA at flax's seed-0 init, rewards drawn
+    from ``key(5)``, the noise key ``key(6)``."""
+    M, L, T, d = case
+    _, params = setup(M, T, d)
+    exploration = Exploration("per-trajectory", SCALE, space="ball", radius=RADIUS)
+    rewards = jax.random.normal(jax.random.key(5), (M, T, d))
+
+    def run(params, rewards, key):
+        return rollout_scores(lsa_apply, params, rewards, key, exploration, L).regret
+
+    return run, (params, rewards, jax.random.key(6))
+
+
 def given_calls(
     case, torch, compiled_torch: bool, jax_options: dict[str, dict] | None = None
 ) -> GivenCalls:
@@ -444,14 +460,7 @@ def given_calls(
     """
     M, L, T, d = case
     noise = "per-trajectory"
-    _, params = setup(M, T, d)
-    exploration = Exploration(noise, SCALE, space="ball", radius=RADIUS)
-    rewards = jax.random.normal(jax.random.key(5), (M, T, d))
-    key = jax.random.key(6)
-
-    def run(params, rewards, key):
-        return rollout_scores(lsa_apply, params, rewards, key, exploration, L).regret
-
+    run, (params, rewards, key) = given_run(case)
     row = {"M": M, "L": L, "T": T, "d": d, "noise": noise, "rewards": "given"}
     calls = {}
     for name, options in (jax_options or {"jax": {}}).items():

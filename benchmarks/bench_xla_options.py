@@ -55,7 +55,7 @@ from bench_bandits import make_jax_runner
 from bench_rollout import (
     HEADLINE,
     bench_placement,
-    given_calls,
+    given_run,
     jax_rollout,
     placement_summary,
     setup,
@@ -73,8 +73,6 @@ from rmft_theory.benchmarking import (
     run_child,
     write_results,
 )
-from rmft_theory.models import lsa_apply
-from rmft_theory.rollout import Exploration, rollout_scores
 from rmft_theory.runtime import xla_flags_with
 
 #: The option measured: hoist every loop without a library fusion (1 GB: no size limit here).
@@ -89,14 +87,17 @@ class Workloads(NamedTuple):
 
     calls: dict  # name in WORKLOADS -> zero-argument timed call
     regret: np.ndarray  # the headline's (M, L) regret, to compare the options' results
+    hoisted_loops: int  # loops of the headline's executable XLA compiled as one function
     unpin: Callable[[], None]  # restores XLA's threads after ``given_pinned``
 
 
 def workload_calls(quick: bool) -> Workloads:
     """The calls of :data:`WORKLOADS`; every one but ``given_pinned`` runs with XLA's threads
     left to the OS (:func:`rmft_theory.benchmarking.pin_toggling`)."""
-    given = given_calls(HEADLINE, None, False)
-    calls = {"given": given.calls["jax"], "given_pinned": given.calls["jax"]}
+    run, args = given_run(HEADLINE)
+    given, _ = compile_jax(run, *args)
+    hoisted_loops = given.as_text().count("xla_cpu_small_call")
+    calls = {"given": blocking(given, *args), "given_pinned": blocking(given, *args)}
     regret = np.asarray(calls["given"]())
     M, L, T, d = HEADLINE
     env, params = setup(M, T, d)
@@ -112,20 +113,7 @@ def workload_calls(quick: bool) -> Workloads:
     fn, _ = compile_jax(runner, keys, means, tables)
     calls["thompson"] = blocking(fn, keys, means, tables)
     calls, unpin = pin_toggling(calls, {"given_pinned"}, set(calls))
-    return Workloads(calls, regret, unpin)
-
-
-def hoisted_loops() -> int:
-    """How many while loops of the headline's executable XLA compiled as one function."""
-    M, L, T, d = HEADLINE
-    _, params = setup(M, T, d)
-    exploration = Exploration("per-trajectory", 1.0, space="ball", radius=1.0)
-
-    def run(params, rewards, key):
-        return rollout_scores(lsa_apply, params, rewards, key, exploration, L).regret
-
-    args = (params, jnp.zeros((M, T, d)), jax.random.key(0))
-    return jax.jit(run).lower(*args).compile().as_text().count("xla_cpu_small_call")
+    return Workloads(calls, regret, hoisted_loops, unpin)
 
 
 def child(seconds: float, quick: bool, block: int) -> dict:
@@ -134,14 +122,14 @@ def child(seconds: float, quick: bool, block: int) -> dict:
     is installed) for half of ``seconds``, then :data:`WORKLOADS` for the other half."""
     torch = import_torch()
     study = bench_placement(HEADLINE, torch, seconds / 2) if torch is not None else None
-    calls, regret, unpin = workload_calls(quick)
+    calls, regret, hoisted_loops, unpin = workload_calls(quick)
     try:
         rounds = probed_rounds(calls, seconds / 2, block)
     finally:
         unpin()
     return {
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "hoisted_loops": hoisted_loops(),
+        "hoisted_loops": hoisted_loops,
         "regret": regret.tolist(),
         "rounds": rounds,
         "placement_rounds": study["rounds"] if isinstance(study, dict) else [],
