@@ -58,6 +58,7 @@ from rmft_theory.rmft import (
     select_lowest,
 )
 from rmft_theory.rollout import policies_from_draws, rollout, rollout_scores, task_draws
+from rmft_theory.runtime import compiler_options
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import sample_batch
 
@@ -118,28 +119,31 @@ def main(argv=None) -> dict:
 
     state = init_state(params, env, config, seeds)
     compiled, compile_s = {}, {}
-    compiled["rollout"], compile_s["rollout"] = compile_jax(bare_rollout, params, *keys)
+    options = compiler_options(config.noise)  # the library's, for the whole iteration
+    compiled["rollout"], compile_s["rollout"] = compile_jax(
+        bare_rollout, params, *keys, compiler_options=options
+    )
     compiled["rollout_with_policies"], compile_s["rollout_with_policies"] = compile_jax(
-        rollout_with_policies, params, *keys
+        rollout_with_policies, params, *keys, compiler_options=options
     )
     rewards, scores = compiled["rollout"](params, *keys)
     compiled["selection"], compile_s["selection"] = compile_jax(
-        selection, params, rewards, scores.regret, keys[2]
+        selection, params, rewards, scores.regret, keys[2], compiler_options=options
     )
     targets = compiled["selection"](params, rewards, scores.regret, keys[2])
     kept = KeptSet(rewards, targets, jnp.full((M,), 1.0 / M))
     compiled["finetune"], compile_s["finetune"] = compile_jax(
-        lambda p, s: finetune(apply_fn, p, s, config), params, kept
+        lambda p, s: finetune(apply_fn, p, s, config), params, kept, compiler_options=options
     )
     direct = dataclasses.replace(config, finetune_form="direct")
     compiled["finetune_direct"], compile_s["finetune_direct"] = compile_jax(
-        lambda p, s: finetune(apply_fn, p, s, direct), params, kept
+        lambda p, s: finetune(apply_fn, p, s, direct), params, kept, compiler_options=options
     )
     compiled["evaluate"], compile_s["evaluate"] = compile_jax(
-        make_evaluate(apply_fn, config, metrics_fn), params, heldout
+        make_evaluate(apply_fn, config, metrics_fn), params, heldout, compiler_options=options
     )
     compiled["iteration"], compile_s["iteration"] = compile_jax(
-        make_iteration(apply_fn, env, config, metrics_fn), state, heldout
+        make_iteration(apply_fn, env, config, metrics_fn), state, heldout, compiler_options=options
     )
     args_of = {
         "rollout": (params, *keys),

@@ -89,7 +89,7 @@ from rmft_theory.rollout import (
     task_draws,
     task_elements,
 )
-from rmft_theory.runtime import pinned_xla_threads
+from rmft_theory.runtime import compiler_options, pinned_xla_threads
 from rmft_theory.train import sample_batch
 
 NOISES = ("per-trajectory", "per-step")
@@ -344,7 +344,10 @@ def bench_case(case, noise, floors, torch, repeats, loop_repeats, compiled_torch
     M, L, T, d = case
     env, params = setup(M, T, d)
     key = jax.random.key(1)
-    run, compile_s = compile_jax(jax_rollout(env, M, L, noise), params, key)
+    options = compiler_options(noise)  # as the library compiles it
+    run, compile_s = compile_jax(
+        jax_rollout(env, M, L, noise), params, key, compiler_options=options
+    )
     rng_floor, _ = compile_jax(jax_random_floor(env, M, L, noise), key)
     calls = {"jax": blocking(run, params, key), "jax_random": blocking(rng_floor, key)}
     V, k = numpy_params(params)
@@ -869,7 +872,10 @@ def bench_choices(M: int, T: int, d: int, repeats: int) -> list[dict]:
             )
     calls = {}
     for name, (draw, chunk) in variants.items():
-        fn, _ = compile_jax(_per_step_scores(draw, chunk), params, rewards, key)
+        options = compiler_options("per-step")
+        fn, _ = compile_jax(
+            _per_step_scores(draw, chunk), params, rewards, key, compiler_options=options
+        )
         calls[name] = blocking(fn, params, rewards, key)
     t = time_interleaved(calls, repeats)
     steps = M * L * T
@@ -919,7 +925,10 @@ def bench_scaling(cases, repeats) -> list[dict]:
             M, L, T, d = case
             env, params = setup(M, T, d)
             key = jax.random.key(1)
-            fn, _ = compile_jax(jax_rollout(env, M, L, noise), params, key)
+            options = compiler_options(noise)
+            fn, _ = compile_jax(
+                jax_rollout(env, M, L, noise), params, key, compiler_options=options
+            )
             calls[case] = blocking(fn, params, key)
             meta[case] = M * L * T
         t = time_interleaved(calls, repeats)

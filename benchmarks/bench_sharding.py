@@ -73,6 +73,7 @@ from rmft_theory.rmft import (  # noqa: E402
     make_iteration,
 )
 from rmft_theory.rollout import Exploration, rollout_scores  # noqa: E402
+from rmft_theory.runtime import compiler_options  # noqa: E402
 from rmft_theory.sharding import (  # noqa: E402
     make_mesh,
     sharded_finetune,
@@ -125,10 +126,10 @@ def iteration_calls(M, L, T, d, steps, meshes):
     return fns, (state, heldout), M * L * T, params_of
 
 
-def bench(label, fns, args, work, repeats, pick=lambda out: out) -> dict:
+def bench(label, fns, args, work, repeats, pick=lambda out: out, options=None) -> dict:
     compiled, compile_s, outs = {}, {}, {}
     for name, fn in fns.items():
-        compiled[name], compile_s[name] = compile_jax(fn, *args)
+        compiled[name], compile_s[name] = compile_jax(fn, *args, compiler_options=options)
         outs[name] = pick(compiled[name](*args))
     ref = jax.tree.leaves(outs["single"])
     diffs = {}
@@ -172,7 +173,8 @@ def measure(quick: bool, repeats: int) -> list[dict]:
     for M, L, T, d in rollout_cases:
         for noise in ("per-trajectory", "per-step"):
             fns, a, work = rollout_calls(M, L, T, d, noise, meshes)
-            rows.append(bench(f"rollout {noise} M={M} L={L} T={T} d={d}", fns, a, work, repeats))
+            label = f"rollout {noise} M={M} L={L} T={T} d={d}"
+            rows.append(bench(label, fns, a, work, repeats, options=compiler_options(noise)))
     fns, a, work = finetune_calls(256, 100, 5, 20, meshes)
     rows.append(bench("finetune C=256 T=100 d=5, 20 Adam steps", fns, a, work, repeats))
     if not quick:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rmft_theory.io import environment_info, save_json
+from rmft_theory.progress import compile_timed
 from rmft_theory.runtime import pin_xla_threads, restore_affinities
 
 
@@ -61,14 +62,9 @@ def time_host(fn: Callable, *args, repeats: int = 5) -> dict:
     return {"median_s": statistics.median(runs), "runs_s": runs}
 
 
-def compile_jax(
-    fn: Callable, *args, compiler_options: dict | None = None
-) -> tuple[Callable, float]:
-    """``jax.jit(fn)`` compiled ahead of time for ``args`` (with XLA ``compiler_options``, if
-    any), and the compile time in seconds."""
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile(compiler_options=compiler_options or None)
-    return compiled, time.perf_counter() - t0
+#: ``jax.jit(fn)`` compiled ahead of time for ``args``, and the seconds it took: the same
+#: function as the library's training loops use (:func:`rmft_theory.progress.compile_timed`).
+compile_jax = compile_timed
 
 
 def blocking(fn: Callable, *args) -> Callable[[], object]:

@@ -27,10 +27,13 @@ class Timings(NamedTuple):
     run_s: float
 
 
-def compile_timed(fn: Callable, *args) -> tuple[Callable, float]:
-    """Ahead-of-time compile ``jax.jit(fn)`` for ``args``; return the executable and seconds."""
+def compile_timed(
+    fn: Callable, *args, compiler_options: dict | None = None
+) -> tuple[Callable, float]:
+    """Ahead-of-time compile ``jax.jit(fn)`` for ``args`` (with XLA ``compiler_options``, if
+    given); return the executable and seconds."""
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn).lower(*args).compile(compiler_options=compiler_options or None)
     return compiled, time.perf_counter() - t0
 
 

@@ -57,6 +57,7 @@ from rmft_theory.rollout import (
     task_draws,
     task_elements,
 )
+from rmft_theory.runtime import compiler_options
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import sample_batch
 from rmft_theory.validation import check_choice, check_positive, check_positive_int
@@ -703,7 +704,10 @@ def run_filter(
     compile_s = run_s = 0.0
     if start < stop:
         compiled, compile_s = compile_timed(
-            make_iteration(apply_fn, env, config, metrics_fn, mesh=mesh), state, heldout
+            make_iteration(apply_fn, env, config, metrics_fn, mesh=mesh),
+            state,
+            heldout,
+            compiler_options=compiler_options(config.noise),
         )
         if not quiet:
             print(f"[{desc}] compiled one iteration in {compile_s:.2f}s", file=sys.stderr)

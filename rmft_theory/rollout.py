@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from rmft_theory.regret import best_fixed_value, static_regret
+from rmft_theory.runtime import compiler_options
 from rmft_theory.spaces import project
 from rmft_theory.validation import (
     check_choice,
@@ -271,12 +272,13 @@ def check_task_batch(rewards_MxTxD: jax.Array) -> None:
 
 
 def make_rollout(apply_fn: ApplyFn, exploration: Exploration, n_rollouts: int) -> Callable:
-    """A jitted ``(params, rewards_MxTxD, key) -> TaskRollout`` for fixed settings."""
+    """A jitted ``(params, rewards_MxTxD, key) -> TaskRollout`` for fixed settings, compiled
+    with :func:`rmft_theory.runtime.compiler_options` for its noise."""
 
     def run(params, rewards_MxTxD, key):
         return rollout(apply_fn, params, rewards_MxTxD, key, exploration, n_rollouts)
 
-    return jax.jit(run)
+    return jax.jit(run, compiler_options=compiler_options(exploration.kind) or None)
 
 
 # Elements (floats per trajectory-step slice) processed per chunk of tasks. Measured on a 2-core

@@ -1,5 +1,7 @@
-"""XLA on CPU at run time: pin its intra-op worker threads one per CPU (Linux), and build
-``XLA_FLAGS`` with backend options for a process yet to start JAX (:func:`xla_flags_with`).
+"""XLA on CPU at run time: pin its intra-op worker threads one per CPU (Linux), build
+``XLA_FLAGS`` with backend options for a process yet to start JAX (:func:`xla_flags_with`),
+and the per-executable compiler options the library compiles its filter loop with
+(:func:`compiler_options`).
 
 XLA's CPU client runs parallel work on a pool of worker threads, one per CPU it may use, and
 leaves their placement to the operating system. Linux places a woken thread near the thread
@@ -20,6 +22,7 @@ or ``previous = pin_xla_threads()`` and later ``restore_affinities(previous)``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -133,3 +136,43 @@ def xla_flags_with(backend_options: dict[str, str], flags: str | None = None) ->
                 )
     pairs = ",".join(f"{key}={value}" for key, value in backend_options.items())
     return f"{base} --xla_backend_extra_options={pairs}".strip()
+
+
+#: YNNPACK fusions for dots only: XLA's default on CPU also hands reductions (with the
+#: elementwise work and dots feeding them) to YNNPACK (``LIBRARY_FUSION_TYPE_REDUCE``); this
+#: list leaves them to XLA's own emitters. An experimental XLA option (:func:`compiler_options`
+#: checks that this XLA accepts it).
+NO_YNN_REDUCE = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+@functools.cache
+def _accepts(option: str, value: str) -> bool:
+    """Whether this XLA compiles with ``{option: value}`` (an experimental option may go)."""
+    try:
+        jax.jit(lambda x: x + 1.0).lower(1.0).compile(compiler_options={option: value})
+    except Exception:  # XLA reports an unknown option or value as a generic runtime error
+        return False
+    return True
+
+
+def compiler_options(noise: str, backend: str | None = None) -> dict[str, str]:
+    """XLA ``compiler_options`` for an executable that rolls out with exploration ``noise``.
+
+    Per-step noise on CPU: :data:`NO_YNN_REDUCE`. Its scoring sums ``‖g_t + s ξ_t‖²`` and
+    ``<g_t + s ξ_t, R_t>`` over d for every trajectory and round, reductions that YNNPACK's
+    fusions ran slower than XLA's own loops: the filter iteration with per-step noise (M = 256,
+    L = 64, T = 100, d = 5) took 0.65-0.70× the time, the rollout drawing its own rewards 0.54×
+    at d = 2, 0.85× at d = 32 and 1.00-1.04× at d = 8 (M = L = 64, T = 200), on 2 cores and
+    on one (medians of per-round ratios in one process, each round between core-latency probes
+    so that both vCPU placements of the benchmark VM are covered; benchmarks/bench_filter_
+    iteration.py and bench_rollout.py record the library's choice). Per-trajectory noise keeps
+    XLA's default: its collapsed scoring (:func:`rmft_theory.rollout.earned_from_draws`) ran
+    up to 1.3× slower with the option where the two vCPUs share no cache, and 1.15× at d = 32.
+    Every other case, and every backend but ``"cpu"`` (default: JAX's default backend), gets
+    ``{}``. The results agree with the default compilation up to float rounding.
+    """
+    backend = jax.default_backend() if backend is None else backend
+    if noise != "per-step" or backend != "cpu":
+        return {}
+    ((option, value),) = NO_YNN_REDUCE.items()
+    return dict(NO_YNN_REDUCE) if _accepts(option, value) else {}

@@ -252,3 +252,30 @@ def test_xla_options_summary_pools_rounds_per_placement_and_option():
     stored = bench.without_regrets(runs)
     assert all("regret" not in r for rs in stored.values() for r in rs if isinstance(r, dict))
     assert stored["default"][1] == "failed: ['boom']" and "regret" in runs["hoisted"][0]
+
+
+def test_compiler_options_summary_takes_the_median_of_per_round_ratios_per_placement():
+    bench = load("compiler_options")
+    rounds = [
+        {"workload": "a", "placement": "near", "ms": {"default": 2.0, "no_ynn_reduce": 1.0}},
+        {"workload": "a", "placement": "near", "ms": {"default": 9.0, "no_ynn_reduce": 3.0}},
+        {"workload": "a", "placement": "near", "ms": {"default": 1.0, "no_ynn_reduce": 2.0}},
+        {"workload": "a", "placement": "far", "ms": {"default": 1.0, "no_ynn_reduce": 2.0}},
+        {"workload": "b", "placement": "mixed", "ms": {"default": 1.0, "no_ynn_reduce": 4.0}},
+    ]
+    meta = {"a": {"library_uses_option": True}, "b": {"library_uses_option": False}}
+    rows = {(r["workload"], r["placement"]): r for r in bench.summarize(rounds, meta)}
+    assert set(rows) == {("a", "near"), ("a", "far"), ("b", "mixed")}
+    near = rows[("a", "near")]
+    # Per-round ratios 2, 3, 0.5: median 2, not the ratio of the medians (2.0 / 2.0 = 1).
+    assert near["rounds"] == 3 and near["speedup"] == 2.0
+    assert near["default_ms"] == 2.0 and near["no_ynn_reduce_ms"] == 2.0
+    assert rows[("a", "far")]["speedup"] == 0.5 and rows[("a", "far")]["library_uses_option"]
+    assert rows[("b", "mixed")]["speedup"] == 0.25
+
+
+def test_compiler_options_relative_difference_reads_float_leaves_only():
+    bench = load("compiler_options")
+    a = {"x": np.array([1.0, 3.0]), "n": np.array([7])}
+    b = {"x": np.array([1.0, 2.0]), "n": np.array([8])}
+    assert bench.relative_difference(a, b) == 0.25  # |3 - 2| / (1 + 3); integers skipped

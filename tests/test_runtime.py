@@ -161,3 +161,45 @@ def test_the_hoisting_option_still_reaches_xla():
         )
         counts.append(int(done.stdout.strip().splitlines()[-1]))
     assert counts[0] == 0 and counts[1] >= 1
+
+
+@pytest.mark.parametrize("noise", ["per-trajectory", "actions", "none"])
+def test_only_per_step_noise_gets_compiler_options(noise):
+    assert runtime.compiler_options(noise, backend="cpu") == {}
+    assert runtime.compiler_options("per-step", backend="gpu") == {}
+
+
+def _ynn_reductions(compiled) -> int:
+    """YNNPACK fusions that hold a reduce, in a compiled executable's text."""
+    text = compiled.as_text()
+    called = [
+        line.split("calls=%")[1].split(",")[0]
+        for line in text.splitlines()
+        if '"__ynn_fusion"' in line and "calls=%" in line
+    ]
+    blocks = {b.split(" ", 1)[0]: b for b in text.split("\n%")}
+    return sum(" reduce(" in blocks.get(name, "") for name in called)
+
+
+def test_the_per_step_option_still_reaches_xla():
+    # The per-step scoring's reductions go to YNNPACK by default and not with the library's
+    # option. An XLA that renamed the option or its value would make compiler_options return
+    # {} (or compile nothing different) and fail here, not slow the filter silently.
+    from rmft_theory.models import lsa_apply, params_from_weights
+    from rmft_theory.rollout import Exploration, make_rollout, rollout_scores
+
+    options = runtime.compiler_options("per-step", backend="cpu")
+    assert options == runtime.NO_YNN_REDUCE
+    params = params_from_weights(0.1 * jnp.eye(4))
+    rewards = jax.random.normal(jax.random.key(0), (4, 50, 4))
+    exploration = Exploration("per-step", 1.0)
+
+    def run(params, rewards, key):
+        return rollout_scores(lsa_apply, params, rewards, key, exploration, 8).regret
+
+    lowered = jax.jit(run).lower(params, rewards, jax.random.key(1))
+    assert _ynn_reductions(lowered.compile()) >= 1
+    assert _ynn_reductions(lowered.compile(compiler_options=options)) == 0
+    # make_rollout compiles with them.
+    jitted = make_rollout(lsa_apply, exploration, 8)
+    assert _ynn_reductions(jitted.lower(params, rewards, jax.random.key(1)).compile()) == 0
