@@ -160,16 +160,17 @@ def compiler_options(noise: str, backend: str | None = None) -> dict[str, str]:
 
     Per-step noise on CPU: :data:`NO_YNN_REDUCE`. Its scoring sums ``‖g_t + s ξ_t‖²`` and
     ``<g_t + s ξ_t, R_t>`` over d for every trajectory and round, reductions that YNNPACK's
-    fusions ran slower than XLA's own loops: the filter iteration with per-step noise (M = 256,
-    L = 64, T = 100, d = 5) took 0.65-0.70× the time, the rollout drawing its own rewards 0.54×
-    at d = 2, 0.85× at d = 32 and 1.00-1.04× at d = 8 (M = L = 64, T = 200), on 2 cores and
-    on one (medians of per-round ratios in one process, each round between core-latency probes
-    so that both vCPU placements of the benchmark VM are covered; benchmarks/bench_filter_
-    iteration.py and bench_rollout.py record the library's choice). Per-trajectory noise keeps
-    XLA's default: its collapsed scoring (:func:`rmft_theory.rollout.earned_from_draws`) ran
-    up to 1.3× slower with the option where the two vCPUs share no cache, and 1.15× at d = 32.
-    Every other case, and every backend but ``"cpu"`` (default: JAX's default backend), gets
-    ``{}``. The results agree with the default compilation up to float rounding.
+    fusions ran slower than XLA's own loops. Measured by ``benchmarks/bench_compiler_options.py``
+    (both compilations timed as pairs between core-latency probes, per placement of the 2-core
+    VM's vCPUs: sharing a cache / not), the option's speed-up with per-step noise: the filter
+    iteration (M = 256, L = 64, T = 100, d = 5) 1.48× / 1.31×; the rollout drawing its own
+    rewards (M = L = 64, T = 200) 1.82× / 1.64× at d = 2, 1.18× / 1.15× at d = 32, 0.96× /
+    1.03× at d = 8; 1.16× / 1.18× at M = L = 16, T = 50, d = 8. Per-trajectory noise keeps XLA's
+    default: its collapsed scoring (:func:`rmft_theory.rollout.earned_from_draws`) ran 0.72-0.88×
+    as fast with the option where the vCPUs share no cache (T = 200), and 0.85× at d = 32 in
+    both placements, though 1.4-2× as fast at T = 2000. Every other noise, and every backend but
+    ``"cpu"`` (default: JAX's default backend), gets ``{}``. The results agree with the default
+    compilation up to float rounding (relative 1e-5 in that run).
     """
     backend = jax.default_backend() if backend is None else backend
     if noise != "per-step" or backend != "cpu":
