@@ -183,6 +183,24 @@ def summarize(rounds: list[dict], meta: dict) -> list[dict]:
     return rows
 
 
+def results_markdown(rows: list[dict], meta: dict, seconds: float, block: int) -> str:
+    """The Markdown table of :func:`summarize`'s rows, with what they measured."""
+    worst = max(m["max_relative_difference"] for m in meta.values())
+    header = (
+        f"XLA's default CPU fusions against `{NO_YNN_REDUCE}` (YNNPACK for dots only; "
+        "reductions left to XLA's loops), each workload compiled both ways and timed as a "
+        f"pair, {block} calls each, between two core-latency probes, cycling through "
+        f"the workloads for {seconds:g} s; medians over the rounds in each placement; "
+        "`speedup`: the median over rounds of default time over option time; "
+        "`library_uses_option`: whether `rmft_theory.runtime.compiler_options` turns it on "
+        "for the workload's noise."
+    )
+    cols = "workload placement rounds default_ms no_ynn_reduce_ms speedup library_uses_option"
+    table = markdown_table(rows, cols.split())
+    footer = f"Largest relative difference between the two compilations' results: {worst:.2g}."
+    return f"{header}\n\n{table}\n\n{footer}"
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="3 small workloads, 10 s")
@@ -210,23 +228,7 @@ def main(argv=None) -> dict:
         "rounds": rounds,
         "load_average_1min": {"before": load_before, "after": load_average()},
     }
-    worst = max(m["max_relative_difference"] for m in meta.values())
-    cols = "workload placement rounds default_ms no_ynn_reduce_ms speedup library_uses_option"
-    md = "\n".join(
-        [
-            f"XLA's default CPU fusions against `{NO_YNN_REDUCE}` (YNNPACK for dots only; "
-            "reductions left to XLA's loops), each workload compiled both ways and timed as a "
-            f"pair, {args.block} calls each, between two core-latency probes, cycling through "
-            f"the workloads for {seconds:g} s; medians over the rounds in each placement; "
-            "`speedup`: the median over rounds of default time over option time; "
-            "`library_uses_option`: whether `rmft_theory.runtime.compiler_options` turns it on "
-            "for the workload's noise.",
-            "",
-            markdown_table(rows, cols.split()),
-            "",
-            f"Largest relative difference between the two compilations' results: {worst:.2g}.",
-        ]
-    )
+    md = results_markdown(rows, meta, seconds, args.block)
     write_results("compiler_options", payload, md)
     print(md)
     return payload
