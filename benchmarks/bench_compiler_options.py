@@ -3,18 +3,21 @@
 XLA on CPU hands reductions, with the elementwise work and dots feeding them, to YNNPACK's
 fusions by default. :data:`rmft_theory.runtime.NO_YNN_REDUCE` keeps YNNPACK for dots only and
 leaves reductions to XLA's own loops; :func:`rmft_theory.runtime.compiler_options` turns it on
-for executables that roll out with per-step noise, and this benchmark is the measurement
-behind that choice. Each workload is compiled twice, with XLA's defaults and with the option,
-and the two are timed as a pair (``block`` calls each, order alternating) between two
-core-latency probes (:func:`rmft_theory.benchmarking.probed`), cycling through the workloads
-until ``--seconds`` have passed, so that every workload sees both vCPU placements of the
-2-core benchmark VM (see ``bench_rollout.given_spread``). Workloads:
+for executables that roll out with any exploration but per-trajectory noise, and this
+benchmark is the measurement behind that choice. Each workload is compiled twice, with XLA's
+defaults and with the option, and the two are timed as a pair (``block`` calls each, order
+alternating) between two core-latency probes (:func:`rmft_theory.benchmarking.probed`),
+cycling through the workloads until ``--seconds`` have passed, so that every workload sees
+both vCPU placements of the 2-core benchmark VM (see ``bench_rollout.given_spread``).
+Workloads:
 
 * the rollout drawing its own rewards (``bench_rollout.jax_rollout``: sample, model once per
   task, explore, score) with per-trajectory and per-step noise at several (M, L, T, d);
 * the rewards-given headline (M = L = 64, T = 200, d = 8, per-trajectory noise);
 * one filter iteration (:func:`rmft_theory.rmft.make_iteration`, M = 256, L = 64, T = 100,
-  d = 5, 100 fine-tuning steps) with each noise.
+  d = 5, 100 fine-tuning steps) with each noise (sampled actions: on the simplex with the
+  cross-entropy loss, M = 64), and with sampled actions under bandit feedback (Bernoulli
+  bandit, d = 3).
 
 Reports per workload and placement the median time under each compilation, ``speedup`` (the
 median over rounds of default time over option time), whether the library uses the option
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_rollout import HEADLINE, given_run, jax_rollout, setup
 
+from rmft_theory import bandit_filter
 from rmft_theory.benchmarking import (
     compile_jax,
     load_average,
@@ -50,6 +54,7 @@ from rmft_theory.benchmarking import (
     write_results,
 )
 from rmft_theory.envs import GaussianFOL
+from rmft_theory.envs.registry import make_env
 from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model
 from rmft_theory.rmft import (
@@ -64,16 +69,30 @@ from rmft_theory.runtime import NO_YNN_REDUCE, compiler_options
 from rmft_theory.theory import ftrl_weights
 
 NOISES = ("per-trajectory", "per-step")
+ITERATION_NOISES = ("per-trajectory", "per-step", "actions", "none")
 #: (M, L, T, d) of the rollouts drawing their own rewards; per-step noise skips T = 2000.
 CASES = ((64, 64, 200, 8), (64, 64, 200, 2), (64, 64, 200, 32), (16, 16, 50, 8))
 PER_TRAJECTORY_ONLY = ((64, 64, 2000, 8), (256, 64, 200, 8))
 PLACEMENTS = ("near", "far", "mixed", "unknown")
 
 
-def iteration_run(noise: str, quick: bool):
-    """One filter iteration ``(state, heldout) -> (state, metrics)`` and its arguments."""
+def iteration_run(noise: str, quick: bool, env_name: str = "gaussian"):
+    """One filter iteration ``(state, heldout) -> (state, metrics)``, its arguments and a label.
+
+    ``noise="actions"`` samples actions on the simplex with the cross-entropy loss (M = 64);
+    ``env_name="bernoulli-bandit"`` runs it with bandit feedback (d = 3).
+    """
     M, L, T, d, steps = (32, 16, 50, 5, 10) if quick else (256, 64, 100, 5, 100)
-    env = GaussianFOL(d=d, horizon=T)
+    kwargs = {}
+    if noise == "actions":
+        M = min(M, 64)
+        kwargs = {"space": "simplex", "loss": "cross-entropy"}
+    if env_name == "gaussian":
+        env = GaussianFOL(d=d, horizon=T)
+        metrics_fn = lsa_weight_metrics(ftrl_weights(env.cov_matrix, T))
+    else:
+        d = 3
+        env, metrics_fn = make_env(env_name, d=d, horizon=T), None
     config = FilterConfig(
         tasks=M,
         rollouts=L,
@@ -82,14 +101,18 @@ def iteration_run(noise: str, quick: bool):
         noise_scale=3.0,
         finetune_steps=steps,
         heldout_tasks=256,
+        **kwargs,
     )
     model = make_model("lsa", d)
     seeds = Seeds.from_seed(0)
     params = model.init(seeds.key("init"), jnp.zeros((T, d)))["params"]
-    metrics_fn = lsa_weight_metrics(ftrl_weights(env.cov_matrix, T))
-    heldout = heldout_rewards(env, config.heldout_tasks, seeds.key("heldout"))
+    if bandit_filter.is_bandit(env):
+        heldout = bandit_filter.heldout_tasks(env, config.heldout_tasks, seeds.key("heldout"))
+    else:
+        heldout = heldout_rewards(env, config.heldout_tasks, seeds.key("heldout"))
     run = make_iteration(apply_function(model), env, config, metrics_fn)
-    return run, (init_state(params, env, config, seeds), heldout), f"M={M} L={L} T={T} d={d}"
+    label = f"{env_name} {noise} M={M} L={L} T={T} d={d}"
+    return run, (init_state(params, env, config, seeds), heldout), label
 
 
 def workloads(quick: bool) -> dict[str, tuple]:
@@ -111,9 +134,13 @@ def workloads(quick: bool) -> dict[str, tuple]:
             args,
             "per-trajectory",
         )
-    for noise in NOISES[1:] if quick else NOISES:
-        run, args, size = iteration_run(noise, quick)
-        out[f"filter iteration {noise} {size}"] = (run, args, noise)
+    iterations = [("per-step", "gaussian")]
+    if not quick:
+        iterations = [(noise, "gaussian") for noise in ITERATION_NOISES]
+        iterations.append(("actions", "bernoulli-bandit"))
+    for noise, env_name in iterations:
+        run, args, label = iteration_run(noise, quick, env_name)
+        out[f"filter iteration {label}"] = (run, args, noise)
     return out
 
 

@@ -173,7 +173,7 @@ def compiler_options(noise: str, backend: str | None = None) -> dict[str, str]:
     compilation up to float rounding (relative 1e-5 in that run).
     """
     backend = jax.default_backend() if backend is None else backend
-    if noise != "per-step" or backend != "cpu":
+    if noise == "per-trajectory" or backend != "cpu":
         return {}
     ((option, value),) = NO_YNN_REDUCE.items()
     return dict(NO_YNN_REDUCE) if _accepts(option, value) else {}

@@ -163,10 +163,11 @@ def test_the_hoisting_option_still_reaches_xla():
     assert counts[0] == 0 and counts[1] >= 1
 
 
-@pytest.mark.parametrize("noise", ["per-trajectory", "actions", "none"])
-def test_only_per_step_noise_gets_compiler_options(noise):
-    assert runtime.compiler_options(noise, backend="cpu") == {}
-    assert runtime.compiler_options("per-step", backend="gpu") == {}
+@pytest.mark.parametrize("noise", ["per-step", "actions", "none"])
+def test_every_noise_but_per_trajectory_gets_the_option_on_cpu_only(noise):
+    assert runtime.compiler_options(noise, backend="cpu") == runtime.NO_YNN_REDUCE
+    assert runtime.compiler_options(noise, backend="gpu") == {}
+    assert runtime.compiler_options("per-trajectory", backend="cpu") == {}
 
 
 def _ynn_reductions(compiled) -> int:
