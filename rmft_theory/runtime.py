@@ -158,19 +158,23 @@ def _accepts(option: str, value: str) -> bool:
 def compiler_options(noise: str, backend: str | None = None) -> dict[str, str]:
     """XLA ``compiler_options`` for an executable that rolls out with exploration ``noise``.
 
-    Per-step noise on CPU: :data:`NO_YNN_REDUCE`. Its scoring sums ``‖g_t + s ξ_t‖²`` and
-    ``<g_t + s ξ_t, R_t>`` over d for every trajectory and round, reductions that YNNPACK's
-    fusions ran slower than XLA's own loops. Measured by ``benchmarks/bench_compiler_options.py``
-    (both compilations timed as pairs between core-latency probes, per placement of the 2-core
-    VM's vCPUs: sharing a cache / not), the option's speed-up with per-step noise: the filter
-    iteration (M = 256, L = 64, T = 100, d = 5) 1.48× / 1.31×; the rollout drawing its own
-    rewards (M = L = 64, T = 200) 1.82× / 1.64× at d = 2, 1.18× / 1.15× at d = 32, 0.96× /
-    1.03× at d = 8; 1.16× / 1.18× at M = L = 16, T = 50, d = 8. Per-trajectory noise keeps XLA's
-    default: its collapsed scoring (:func:`rmft_theory.rollout.earned_from_draws`) ran 0.72-0.88×
-    as fast with the option where the vCPUs share no cache (T = 200), and 0.85× at d = 32 in
-    both placements, though 1.4-2× as fast at T = 2000. Every other noise, and every backend but
-    ``"cpu"`` (default: JAX's default backend), gets ``{}``. The results agree with the default
-    compilation up to float rounding (relative 1e-5 in that run).
+    On CPU, :data:`NO_YNN_REDUCE` for every noise but per-trajectory. The per-step scoring
+    sums ``‖g_t + s ξ_t‖²`` and ``<g_t + s ξ_t, R_t>`` over d for every trajectory and round,
+    action sampling takes a softmax per round, and YNNPACK's fusions ran those reductions slower
+    than XLA's own loops. Measured by ``benchmarks/bench_compiler_options.py`` (both
+    compilations timed as pairs between core-latency probes; speed-up with the 2-core VM's
+    vCPUs sharing a cache / not), one filter iteration (M = 256, L = 64, T = 100, d = 5) ran
+    1.50× / 1.31× as fast with per-step noise, 1.33× / 1.26× without noise (``"none"``),
+    1.07× / 1.06× with sampled actions (M = 64, simplex) and 1.05× / 1.02× with them under
+    bandit feedback (d = 3); the per-step rollout drawing its own rewards (M = L = 64, T = 200)
+    1.81× / 1.63× at d = 2, 1.21× / 1.16× at d = 32 and 0.98× / 1.04× at d = 8. Per-trajectory
+    noise keeps XLA's default: its collapsed scoring
+    (:func:`rmft_theory.rollout.earned_from_draws`) ran 0.70-0.88× as fast with the option
+    where the vCPUs share no cache (T = 200) and 0.87× at d = 32 where they share one, though
+    1.35-2.1× as fast at T = 2000. Every backend but ``"cpu"`` (default: JAX's default
+    backend) gets ``{}``. Results agree with the default compilation up to float rounding
+    (relative 1e-5 in that run), except where rounding flips a sampled action: the bandit
+    iteration's outputs differed by 1.3e-3 relative.
     """
     backend = jax.default_backend() if backend is None else backend
     if noise == "per-trajectory" or backend != "cpu":
