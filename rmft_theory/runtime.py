@@ -30,6 +30,8 @@ from pathlib import Path
 
 import jax
 
+from rmft_theory.validation import check_choice
+
 # The name XLA's CPU client gives its intra-op pool's threads ("tf_" + "XLAEigen"). It is an
 # internal detail of XLA, not an API: tests/test_runtime.py checks it against the running
 # client, so a rename shows up as a failing test rather than as pinning that does nothing.
@@ -172,10 +174,14 @@ def compiler_options(noise: str, backend: str | None = None) -> dict[str, str]:
     (:func:`rmft_theory.rollout.earned_from_draws`) ran 0.70-0.88× as fast with the option
     where the vCPUs share no cache (T = 200) and 0.87× at d = 32 where they share one, though
     1.35-2.1× as fast at T = 2000. Every backend but ``"cpu"`` (default: JAX's default
-    backend) gets ``{}``. Results agree with the default compilation up to float rounding
-    (relative 1e-5 in that run), except where rounding flips a sampled action: the bandit
-    iteration's outputs differed by 1.3e-3 relative.
+    backend) gets ``{}``; an unknown ``noise`` raises a ValueError naming it. Results agree
+    with the default compilation up to float rounding (relative 1e-5 in that run), except
+    where rounding flips a sampled action: the bandit iteration's outputs differed by 1.3e-3
+    relative.
     """
+    from rmft_theory.rollout import EXPLORATIONS  # deferred: rollout imports this module
+
+    check_choice("noise", noise, EXPLORATIONS)
     backend = jax.default_backend() if backend is None else backend
     if noise == "per-trajectory" or backend != "cpu":
         return {}

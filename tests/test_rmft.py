@@ -46,6 +46,22 @@ def _raw(x):
     return jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
 
 
+@pytest.mark.parametrize("noise", ["per-step", "per-trajectory"])
+def test_run_filter_compiles_the_iteration_with_the_librarys_options(noise, monkeypatch):
+    from rmft_theory import rmft, runtime
+
+    seen = []
+
+    def spy(fn, *args, compiler_options=None):
+        seen.append(compiler_options)
+        return jax.jit(fn).lower(*args).compile(compiler_options=compiler_options or None), 0.0
+
+    monkeypatch.setattr(rmft, "compile_timed", spy)
+    cfg = dataclasses.replace(TINY, noise=noise, iterations=1)
+    run_filter(lsa_apply, ENV, cfg, Seeds.from_seed(0), params=PARAMS0, quiet=True)
+    assert seen == [runtime.compiler_options(noise)]
+
+
 # ---------------------------------------------------------------- selection
 
 

@@ -170,6 +170,11 @@ def test_every_noise_but_per_trajectory_gets_the_option_on_cpu_only(noise):
     assert runtime.compiler_options("per-trajectory", backend="cpu") == {}
 
 
+def test_an_unknown_noise_is_named():
+    with pytest.raises(ValueError, match="noise"):
+        runtime.compiler_options("per-round", backend="cpu")
+
+
 def _ynn_reductions(compiled) -> int:
     """YNNPACK fusions that hold a reduce, in a compiled executable's text."""
     text = compiled.as_text()
