@@ -46,6 +46,7 @@ from bench_rollout import HEADLINE, given_run, jax_rollout, setup
 
 from rmft_theory import bandit_filter
 from rmft_theory.benchmarking import (
+    blocking,
     compile_jax,
     load_average,
     markdown_table,
@@ -162,10 +163,7 @@ def measure(work: dict, seconds: float, block: int) -> tuple[list[dict], dict]:
         default, default_s = compile_jax(fn, *args)
         option, option_s = compile_jax(fn, *args, compiler_options=NO_YNN_REDUCE)
         diff = relative_difference(default(*args), option(*args))
-        calls = {
-            "default": lambda f=default, a=args: jax.block_until_ready(f(*a)),
-            "no_ynn_reduce": lambda f=option, a=args: jax.block_until_ready(f(*a)),
-        }
+        calls = {"default": blocking(default, *args), "no_ynn_reduce": blocking(option, *args)}
         time_interleaved(calls, 1, warmup=1, block=1)  # untimed: both warm
         pairs[name] = calls
         meta[name] = {

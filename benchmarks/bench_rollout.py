@@ -89,7 +89,7 @@ from rmft_theory.rollout import (
     task_draws,
     task_elements,
 )
-from rmft_theory.runtime import compiler_options, pinned_xla_threads
+from rmft_theory.runtime import compiler_options, pinned_xla_threads, xla_accepts
 from rmft_theory.train import sample_batch
 
 NOISES = ("per-trajectory", "per-step")
@@ -561,11 +561,8 @@ NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 def no_ynn_supported() -> bool:
     """Whether this XLA accepts :data:`NO_YNN` (an experimental option may go away)."""
-    try:
-        jax.jit(lambda x: x + 1.0).lower(1.0).compile(compiler_options=NO_YNN)
-    except Exception:  # XLA reports an unknown option as a generic runtime error
-        return False
-    return True
+    ((option, value),) = NO_YNN.items()
+    return xla_accepts(option, value)
 
 
 def bench_placement(case, torch, seconds: float, block: int = 20) -> dict | str:

@@ -313,15 +313,13 @@ def probed_rounds(calls: dict[str, Callable[[], object]], seconds: float, block:
     time_interleaved(calls, 1, warmup=1, block=block)  # untimed: every call warm
     t_end = time.perf_counter() + seconds
     while time.perf_counter() < t_end:
-        before = core_latency_ns()
-        order = list(calls) if len(rounds) % 2 == 0 else list(calls)[::-1]
-        t = time_interleaved({n: calls[n] for n in order}, 1, warmup=0, block=block)
-        after = core_latency_ns()
+        order = {n: calls[n] for n in (list(calls) if len(rounds) % 2 == 0 else list(calls)[::-1])}
+        t, where = probed(lambda o=order: time_interleaved(o, 1, warmup=0, block=block))
         rounds.append(
             {
-                "before_ns": before,
-                "after_ns": after,
-                "placement": placement(before, after),
+                "before_ns": where["core_before_ns"],
+                "after_ns": where["core_after_ns"],
+                "placement": where["placement"],
                 "ms": {n: 1e3 * v["median_s"] for n, v in t.items()},
             }
         )

@@ -148,8 +148,9 @@ NO_YNN_REDUCE = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_IN
 
 
 @functools.cache
-def _accepts(option: str, value: str) -> bool:
-    """Whether this XLA compiles with ``{option: value}`` (an experimental option may go)."""
+def xla_accepts(option: str, value: str) -> bool:
+    """Whether this XLA compiles with ``compiler_options={option: value}`` (an experimental
+    option may go away); checked once per pair and process."""
     try:
         jax.jit(lambda x: x + 1.0).lower(1.0).compile(compiler_options={option: value})
     except Exception:  # XLA reports an unknown option or value as a generic runtime error
@@ -186,4 +187,4 @@ def compiler_options(noise: str, backend: str | None = None) -> dict[str, str]:
     if noise == "per-trajectory" or backend != "cpu":
         return {}
     ((option, value),) = NO_YNN_REDUCE.items()
-    return dict(NO_YNN_REDUCE) if _accepts(option, value) else {}
+    return dict(NO_YNN_REDUCE) if xla_accepts(option, value) else {}
