@@ -30,6 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rmft_theory.keys import standard_normal
 from rmft_theory.regret import best_fixed_value, static_regret
 from rmft_theory.runtime import compiler_options
 from rmft_theory.spaces import project
@@ -84,20 +85,6 @@ def noise_free_policies(g_TxD: jax.Array, exploration: Exploration) -> jax.Array
     return jax.vmap(project, in_axes=(0, None, None))(g_TxD, exploration.space, exploration.radius)
 
 
-def gaussian_noise(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-    """Standard Gaussians for the exploration noise, with threefry's sequential counters.
-
-    ``jax.threefry_partitionable(False)``: the default (partitionable) layout spends one
-    threefry hash per 32-bit word, the sequential one a hash per two words. On this CPU the
-    rollout with per-step noise ran 1.3-1.6× faster with it, the fastest of the PRNGs measured
-    (threefry2x32 in either layout, threefry4x32, philox4x32, rbg, unsafe_rbg;
-    benchmarks/bench_rollout.py, the per-step RNG table). Draws are per task, never sharded
-    within one call, so the partitionable layout would buy nothing here.
-    """
-    with jax.threefry_partitionable(False):
-        return jax.random.normal(key, shape, dtype)
-
-
 def task_draws(
     key: jax.Array, g_TxD: jax.Array, exploration: Exploration, n_rollouts: int
 ) -> jax.Array:
@@ -115,9 +102,9 @@ def task_draws(
         logits = g_TxD / exploration.temperature
         return jax.random.categorical(key, logits, axis=-1, shape=(L, T)).astype(jnp.int32)
     if kind == "per-step":
-        return exploration.scale * gaussian_noise(key, (L, T, d), dtype)
+        return exploration.scale * standard_normal(key, (L, T, d), dtype)
     if kind == "per-trajectory":
-        return exploration.scale * gaussian_noise(key, (L, d), dtype)
+        return exploration.scale * standard_normal(key, (L, d), dtype)
     return jnp.zeros((L, d), dtype)
 
 

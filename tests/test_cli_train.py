@@ -31,9 +31,16 @@ def test_direct_run_writes_a_model_that_evaluates(tmp_path, capsys):
     assert cfg["method"] == "direct" and cfg["env"]["options"] == {"d": 2, "horizon": 6}
     module, params, meta = load_model(out)
     assert meta["space"] == "ball" and meta["d"] == 2
-    # The saved parameters are the trained ones: their W_eff is the last one recorded.
-    w_last = np.load(out / "curves.npz")["w_eff"][-1]
-    np.testing.assert_array_equal(np.asarray(invariants(params).W_eff), w_last)
+    # The saved parameters are the trained ones: their W_eff is the last one recorded, up to
+    # float32 rounding (1e-6 of the largest entry, about 8 ulp: the record is computed inside
+    # the jitted training step, this one eagerly, and XLA may order the products differently;
+    # the last two records differ by far more than that).
+    w_eff = np.load(out / "curves.npz")["w_eff"]
+    scale = np.abs(w_eff[-1]).max()
+    np.testing.assert_allclose(
+        np.asarray(invariants(params).W_eff), w_eff[-1], rtol=0, atol=1e-6 * scale
+    )
+    assert np.abs(w_eff[-1] - w_eff[-2]).max() > 1e-4 * scale
     assert module.apply({"params": params}, np.ones((6, 2), np.float32)).shape == (6, 2)
     ev = tmp_path / "ev"
     code = main(
