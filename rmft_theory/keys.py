@@ -1,8 +1,8 @@
 """Named PRNG streams: one integer seed per source of randomness, each with its own key.
 
 Changing the initialisation seed never moves the tasks or the rewards, and so on. A stream's key
-is ``fold_in(key(seed), stream_id)``; keys are typed (``jax.random.key``). The bulk Gaussian
-draws (rewards and exploration noise) go through :func:`standard_normal`.
+is ``fold_in(key(seed), stream_id)``; keys are typed (``jax.random.key``). The exploration
+noise is drawn with :func:`standard_normal`.
 """
 
 from __future__ import annotations
@@ -53,20 +53,23 @@ def standard_normal(key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.A
     """Standard Gaussians ``N(0, I)`` of ``shape``: ``jax.random.normal`` with threefry's
     sequential counters, bit for bit, computed faster on CPU.
 
-    The library's bulk Gaussian draw: the rewards of the Gaussian environments and the rollouts'
-    exploration noise. Two measured choices:
+    The draw of the rollouts' exploration noise (:func:`rmft_theory.rollout.task_draws`). Two
+    measured choices:
 
     * **Sequential counters** (``jax.threefry_partitionable(False)``): the default
       (partitionable) layout spends one threefry hash per 32-bit word, the sequential one a hash
       per two words. On the 2-core benchmark CPU the rollout with per-step noise ran 1.3-1.6×
       faster with it, the fastest of the PRNGs measured (threefry2x32 in either layout,
       threefry4x32, philox4x32, rbg, unsafe_rbg; benchmarks/bench_rollout.py, the per-step RNG
-      table), and drawing the headline's (64, 200, 8) rewards took 0.37 against 0.55 ms.
+      table). The environments' rewards keep the default layout: drawn this way, the rollout
+      at T = 2000 that draws them took twice as long on one core (26 against 13 ms, M = L = 64,
+      d = 8, reproduced in fresh processes), though the draw alone was 1.4× faster.
     * **The hash unrolled** (:func:`threefry2x32`): on CPU, JAX lowers its threefry as a rolled
       5-iteration loop, each iteration a separate pass over the counters; written out in
       elementwise operations, XLA fuses the hash, the mantissa trick and ``erf_inv`` into one
-      loop. The draws are identical (a test checks it); in a probe they took 0.22 against
-      0.34 ms at (64, 200, 8) and the rollout with per-step noise 13.1 against 18.8 ms.
+      loop. The draws are identical (a test checks it); in a probe on two cores they took 0.22
+      against 0.34 ms at (64, 200, 8) and the rollout with per-step noise 13.1 against 18.8 ms
+      (on one core the draws alone took the same time: the gain is XLA's threads).
 
     Float32 draws from typed threefry2x32 keys take the unrolled path; other dtypes and key
     implementations call ``jax.random.normal`` under sequential counters (the same numbers).

@@ -5,8 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rmft_theory.envs import GaussianFOL, sample_rewards
-from rmft_theory.envs.processes import gaussian_noise
 from rmft_theory.keys import STREAM_IDS, Seeds, standard_normal
 
 
@@ -73,15 +71,3 @@ def test_standard_normal_has_the_standard_law():
     assert abs(flat.mean()) < 5 / np.sqrt(n)
     assert abs(flat.var() - 1.0) < 5 * np.sqrt(2 / n)
     assert abs(np.mean(x[:, 0] * x[:, 1])) < 5 / np.sqrt(n / 2)
-
-
-def test_environment_rewards_are_drawn_with_standard_normal():
-    # The Gaussian environments' rewards are the bulk draw: R_t = μ + σ z_t with z from
-    # standard_normal, bit for bit (the same arithmetic on the same draw).
-    env = GaussianFOL(d=3, horizon=20, sigma=2.0)
-    key = jax.random.key(11)
-    mean = jnp.array([0.5, -1.0, 0.0])
-    z = standard_normal(key, (20, 3))
-    np.testing.assert_array_equal(sample_rewards(key, env, mean), mean[None, :] + 2.0 * z)
-    mean_TxD = jnp.ones((20, 3))
-    np.testing.assert_array_equal(gaussian_noise(key, mean_TxD, 0.5), mean_TxD + 0.5 * z)
