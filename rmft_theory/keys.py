@@ -91,7 +91,7 @@ def standard_normal(key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.A
     return np.float32(np.sqrt(2.0)) * jax.lax.erf_inv(u)
 
 
-#: Rotation constants of Threefry-2x32, for rounds 1-4 and 5-8 (Salmon et al., 2011, table 4).
+#: Rotation constants of Threefry-2x32 (Salmon et al., 2011), for rounds 1-4 and 5-8 of each 8.
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
 #: JAX draws more than 2^32 - 1 words from split keys; those sizes take ``jax.random.normal``.
