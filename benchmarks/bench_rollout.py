@@ -142,7 +142,7 @@ def jax_rollout(env, M: int, L: int, noise: str):
 def jax_random_floor(env, M: int, L: int, noise: str):
     """``key -> scalar``: draw the rollout's Gaussians the library's way, chunked, and sum them.
 
-    Rewards as ``sample_batch`` draws them (one (T, d) draw per task); the noise as
+    Rewards by ``sample_batch`` itself (one (T, d) draw per task); the noise as
     ``task_draws`` (one (L, d) or (L, T, d) draw per task) in the chunks of ``rollout_scores``.
     """
     T, d = env.horizon, env.d
@@ -150,9 +150,8 @@ def jax_random_floor(env, M: int, L: int, noise: str):
     g0 = jnp.zeros((T, d))
 
     def run(key):
-        key_rewards, key_noise = jax.random.split(key)
-        draw = jax.vmap(lambda k: standard_normal(k, (T, d)))
-        total = jnp.sum(draw(jax.random.split(key_rewards, M)))
+        key_tasks, key_rewards, key_noise = jax.random.split(key, 3)
+        total = jnp.sum(sample_batch(key_tasks, key_rewards, env, M))
 
         def one(key_m):
             return jnp.sum(task_draws(key_m, g0, exploration, L))
@@ -876,8 +875,8 @@ def bench_choices(M: int, T: int, d: int, repeats: int) -> list[dict]:
                 max(1, traj // L),
             )
     calls = {}
+    options = compiler_options("per-step")
     for name, (draw, chunk) in variants.items():
-        options = compiler_options("per-step")
         fn, _ = compile_jax(
             _per_step_scores(draw, chunk), params, rewards, key, compiler_options=options
         )
