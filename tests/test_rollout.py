@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rmft_theory import rollout as rollout_module
 from rmft_theory.baselines import ftrl_policies
 from rmft_theory.envs import GaussianFOL
 from rmft_theory.models import lsa_apply, params_from_weights
@@ -15,6 +16,7 @@ from rmft_theory.rollout import (
     Exploration,
     earned_from_draws,
     explore,
+    horizon_blocks,
     make_rollout,
     noise_free_policies,
     policies_from_draws,
@@ -234,6 +236,29 @@ def test_collapsed_earned_equals_direct_form_with_active_projection(kind):
     # float32 sums of T = 7 terms <π_t, R_t> of size ≤ 2.5·‖R_t‖ ≲ 10 (≤ 70 in all), summed
     # in another order: 5e-5 absolute (≈ 6 ulp of the largest sum).
     np.testing.assert_allclose(earned_from_draws(g, REWARDS[0], draws, e), direct, atol=5e-5)
+
+
+@given(horizon=st.integers(1, 5000), n_rollouts=st.integers(1, 2**16))
+def test_horizon_blocks_cover_the_horizon_with_little_padding(horizon, n_rollouts):
+    n_blocks, block = horizon_blocks(horizon, n_rollouts)
+    assert block >= 1 and (block - 1) * n_rollouts < rollout_module.BLOCK_ELEMENTS
+    assert n_blocks == min(horizon, -(-horizon * n_rollouts // rollout_module.BLOCK_ELEMENTS))
+    assert 0 <= n_blocks * block - horizon < n_blocks  # under one padded round per block
+
+
+@pytest.mark.parametrize("block_elements", [2 * 64, 3 * 64, 7 * 64])
+def test_collapsed_earned_is_the_same_in_blocks_of_rounds(monkeypatch, block_elements):
+    # T = 7 rounds, L = 64, in blocks of 2 rounds (4 blocks, one padded round), 3 (3 blocks, two
+    # padded) and 7 (one block, no scan). Zero-padded rounds add exactly 0; only the order of
+    # the float32 sums over t changes: the same 5e-5 as the direct-form test above.
+    monkeypatch.setattr(rollout_module, "BLOCK_ELEMENTS", block_elements)
+    e = Exploration("per-trajectory", 1.5, space="ball", radius=2.5)
+    g = linear_model(PARAMS, REWARDS[0])
+    draws = task_draws(jax.random.key(11), g, e, 64)
+    direct = jnp.einsum("ltd,td->l", policies_from_draws(g, draws, e), REWARDS[0])
+    blocked = jax.jit(lambda g, r, n: earned_from_draws(g, r, n, e))(g, REWARDS[0], draws)
+    np.testing.assert_allclose(blocked, direct, atol=5e-5)
+    assert task_elements(e, 64, T, D) == 64 * (block_elements // 64)
 
 
 def test_rollout_scores_do_not_depend_on_the_task_chunk():
