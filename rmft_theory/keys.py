@@ -1,8 +1,8 @@
 """Named PRNG streams: one integer seed per source of randomness, each with its own key.
 
 Changing the initialisation seed never moves the tasks or the rewards, and so on. A stream's key
-is ``fold_in(key(seed), stream_id)``; keys are typed (``jax.random.key``). The exploration
-noise is drawn with :func:`standard_normal`.
+is ``fold_in(key(seed), stream_id)``; keys are typed (``jax.random.key``). The bulk Gaussian
+draws (rewards and exploration noise) go through :func:`standard_normal`.
 """
 
 from __future__ import annotations
@@ -53,17 +53,20 @@ def standard_normal(key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.A
     """Standard Gaussians ``N(0, I)`` of ``shape``: ``jax.random.normal`` with threefry's
     sequential counters, bit for bit, computed faster on CPU.
 
-    The draw of the rollouts' exploration noise (:func:`rmft_theory.rollout.task_draws`). Two
-    measured choices:
+    The library's bulk Gaussian draw: the rewards of the Gaussian environments and the rollouts'
+    exploration noise. Two measured choices:
 
     * **Sequential counters** (``jax.threefry_partitionable(False)``): the default
       (partitionable) layout spends one threefry hash per 32-bit word, the sequential one a hash
       per two words. On the 2-core benchmark CPU the rollout with per-step noise ran 1.3-1.6×
       faster with it, the fastest of the PRNGs measured (threefry2x32 in either layout,
       threefry4x32, philox4x32, rbg, unsafe_rbg; benchmarks/bench_rollout.py, the per-step RNG
-      table). The environments' rewards keep the default layout: drawn this way, the rollout
-      at T = 2000 that draws them took twice as long on one core (26 against 13 ms, M = L = 64,
-      d = 8, reproduced in fresh processes), though the draw alone was 1.4× faster.
+      table), and drawing the headline's (64, 200, 8) rewards took 0.37 against 0.55 ms. The
+      rollout drawing its own rewards (per-trajectory noise, M = L = 64, d = 8, interleaved
+      rounds in one process) ran 1.46× (T = 200) and 1.37× (T = 2000) faster on two cores and
+      1.14× / 1.18× on one. (Before the per-trajectory score ran in blocks of rounds,
+      :data:`rmft_theory.rollout.BLOCK_ELEMENTS`, that rollout at T = 2000 took twice as long
+      on one core with these rewards: the layout then changed how XLA fused the draw.)
     * **The hash unrolled** (:func:`threefry2x32`): on CPU, JAX lowers its threefry as a rolled
       5-iteration loop, each iteration a separate pass over the counters; written out in
       elementwise operations, XLA fuses the hash, the mantissa trick and ``erf_inv`` into one

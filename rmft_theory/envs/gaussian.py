@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rmft_theory.keys import standard_normal
 from rmft_theory.validation import check_choice, check_nonnegative, check_positive_int
 
 COV_KINDS = ("isotropic", "diagonal", "full")
@@ -111,7 +112,7 @@ def sample_task(key: jax.Array, env: GaussianFOL) -> jax.Array:
 
 def sample_rewards(key: jax.Array, env: GaussianFOL, mean_D: jax.Array) -> jax.Array:
     """Draw one reward sequence ``R_t = μ + L z_t``, shape (T, d)."""
-    z_TxD = jax.random.normal(key, (env.horizon, env.d))
+    z_TxD = standard_normal(key, (env.horizon, env.d))
     if env.cov_kind == "isotropic":
         return mean_D[None, :] + env.sigma * z_TxD
     L = jnp.asarray(env.cov_factor, dtype=z_TxD.dtype)

@@ -26,6 +26,7 @@ import numpy as np
 
 from rmft_theory.envs import gaussian
 from rmft_theory.envs.gaussian import GaussianFOL
+from rmft_theory.keys import standard_normal
 from rmft_theory.validation import check_nonnegative, check_positive_int
 
 INF = float("inf")
@@ -141,7 +142,7 @@ def sample_sine_task(key, d, freq_low, freq_high) -> SineTask:
 
 def gaussian_noise(key, mean_TxD: jax.Array, sigma: float) -> jax.Array:
     """``R_t = μ_t + σ z_t`` with ``z_t ~ N(0, I)`` i.i.d."""
-    return mean_TxD + sigma * jax.random.normal(key, mean_TxD.shape, mean_TxD.dtype)
+    return mean_TxD + sigma * standard_normal(key, mean_TxD.shape, mean_TxD.dtype)
 
 
 # ----------------------------------------------------------------------------- environments
