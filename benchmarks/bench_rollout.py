@@ -8,9 +8,9 @@ static regret. Only the (M, L) regrets are returned: the filter recomputes the f
 trajectories' policies from their keys (:func:`rmft_theory.rollout.rollout_scores`).
 
 Implementations, timed back to back in one process (median over rounds that alternate the
-implementations, each running a block of calls after a settling call, so that no library is
-timed while another's idle threads spin: :func:`rmft_theory.benchmarking.time_interleaved`;
-compile time apart):
+implementations, each running a block of calls after 20 ms of settling calls, so that no
+library is timed while another's idle threads spin:
+:func:`rmft_theory.benchmarking.time_interleaved`; compile time apart):
 
 * ``jax``: the library (``sample_batch`` + ``rollout_scores``), one jitted call;
 * ``numpy``: a plain NumPy loop over t, vectorised over tasks and trajectories, with the
@@ -96,6 +96,12 @@ from rmft_theory.train import sample_batch
 NOISES = ("per-trajectory", "per-step")
 SCALE, RADIUS = 1.0, 1.0
 HEADLINE = (64, 64, 200, 8)  # M, L, T, d of the Done-when figures (B = 4096 trajectories)
+# Seconds of untimed settling calls before each timed block (time_interleaved's settle_s):
+# after PyTorch's block its OpenMP threads spin on, and one settling call of a ~1 ms rollout
+# did not outlast them (the recorded run at 9ee0f30 timed the own-rewards headline at 1.05 ms
+# in the grid, interleaved with PyTorch, and the same function at 0.66 ms in the scaling
+# table, without PyTorch). Every implementation settles the same way.
+SETTLE_S = 0.02
 
 
 # ----------------------------------------------------------------------------- work counts
@@ -379,9 +385,9 @@ def bench_case(case, noise, floors, torch, repeats, loop_repeats, compiled_torch
                 compiled_torch = False
     slow = {"numpy"}  # the loop is slow: fewer repeats
     fast_calls = {n: c for n, c in calls.items() if n not in slow}
-    # Blocks of 3 (time_interleaved): the libraries' idle threads would otherwise slow each
-    # other; half the rounds keep the run's length about what single calls took.
-    t = time_interleaved(fast_calls, max(2, repeats // 2), block=3)
+    # Blocks of 3 after SETTLE_S of settling calls (time_interleaved): the libraries' idle
+    # threads would otherwise slow each other; half the rounds keep the run's length down.
+    t = time_interleaved(fast_calls, max(2, repeats // 2), block=3, settle_s=SETTLE_S)
     t.update(time_interleaved({n: calls[n] for n in slow}, loop_repeats))
     steps = M * L * T
     row = {
@@ -518,7 +524,7 @@ def bench_given(case, floors, torch, repeats, loop_repeats, compiled_torch) -> d
     calls = {"jax": calls["jax"], "jax_pinned": calls["jax"], **calls}
     calls, unpin = pin_toggling(calls, {"jax_pinned"})
     try:
-        t = time_interleaved(calls, repeats, block=5)
+        t = time_interleaved(calls, repeats, block=5, settle_s=SETTLE_S)
     finally:
         unpin()
         if threads_before is not None:
@@ -747,7 +753,7 @@ def bench_given_stages(case, torch, repeats: int, torch_best: str | None = None)
         stages = torch_stages(torch, case, int(n or 1), compiled=variant == "torch_compile")
         calls.update({f"torch_{s}": c for s, c in stages.items()})
     try:
-        t = time_interleaved(calls, repeats, block=5)
+        t = time_interleaved(calls, repeats, block=5, settle_s=SETTLE_S)
     finally:
         if torch is not None:
             torch.set_num_threads(threads_before)
@@ -1317,7 +1323,7 @@ def main(argv=None) -> dict:
         ),
         "",
         "`torch_best`: the fastest PyTorch variant, eager or `torch.compile`, at `@n` intra-op "
-        "threads; every variant was timed in blocks of 5 calls after a settling call, and "
+        "threads; every variant was timed in blocks of 5 calls after 20 ms of settling calls, and "
         "`times_s` in `rollout.json` lists them all.",
         "",
         *stages_markdown(stages, stages_1core),

@@ -73,11 +73,16 @@ def blocking(fn: Callable, *args) -> Callable[[], object]:
 
 
 def time_interleaved(
-    calls: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1, block: int = 1
+    calls: dict[str, Callable[[], object]],
+    repeats: int = 7,
+    warmup: int = 1,
+    block: int = 1,
+    settle_s: float = 0.0,
 ) -> dict[str, dict]:
     """Time zero-argument ``calls`` back to back: ``warmup`` untimed rounds, then ``repeats``
-    rounds in which each call runs ``block`` timed times in a row (after one untimed settling
-    call when ``block > 1``); the order reverses every round. Returns, per name, the median,
+    rounds in which each call runs ``block`` timed times in a row (after untimed settling
+    calls when ``block > 1``: one, or as many as fill ``settle_s`` seconds); the order
+    reverses every round. Returns, per name, the median,
     the minimum and all ``repeats · block`` run times in seconds, and how the process used the
     machine meanwhile: ``cores`` (process CPU time over wall time across the timed calls, all
     threads, spin-waiting included; for calls of well under a millisecond only an estimate,
@@ -91,10 +96,15 @@ def time_interleaved(
     OpenBLAS, Eigen's in XLA) that spin for a while after a call. On the 2-core benchmark
     machine, alternating single calls of JAX and PyTorch made JAX's headline rollout 1.3-2×
     and ``torch.compile``'s 1.4-2.8× slower than either timed alone; in blocks of 7 after a
-    settling call each was within 10% of its time alone.
+    settling call each was within 10% of its time alone. A settling call is shorter than
+    OpenMP's spin for calls of about a millisecond: at the rollout headline (0.8 ms), blocks
+    of 3 after one settling call left JAX 1.1-1.3× slower than alone, after 20 ms of settling
+    calls within 3%, and ``torch.compile`` within 10% (``settle_s``).
     """
     if repeats < 1 or block < 1:
         raise ValueError(f"repeats and block must be >= 1, got {repeats} and {block}")
+    if not settle_s >= 0:
+        raise ValueError(f"settle_s must be >= 0, got {settle_s}")
     names = list(calls)
     for _ in range(warmup):
         for name in names:
@@ -104,8 +114,11 @@ def time_interleaved(
     switches = dict.fromkeys(names, 0)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            if block > 1:
-                calls[name]()  # settle: let the previous library's threads go idle
+            if block > 1:  # settle: let the previous library's threads go idle
+                settle_end = time.perf_counter() + settle_s
+                calls[name]()
+                while time.perf_counter() < settle_end:
+                    calls[name]()
             switches_before = voluntary_switches()
             for _ in range(block):
                 c0, t0 = time.process_time(), time.perf_counter()

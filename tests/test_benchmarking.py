@@ -32,10 +32,39 @@ def test_blocks_run_back_to_back_after_one_untimed_settling_call():
         assert r["min_s"] <= r["median_s"]
 
 
+def test_settling_calls_fill_settle_s_before_each_block(monkeypatch):
+    # A fake clock: every call takes 1 ms, so 3.5 ms of settling is 4 untimed calls.
+    clock = [0.0]
+
+    class FakeTime:
+        perf_counter = staticmethod(lambda: clock[0])
+        process_time = staticmethod(lambda: clock[0])
+
+    def call(log, name):
+        def run():
+            clock[0] += 1e-3
+            log.append(name)
+
+        return run
+
+    monkeypatch.setattr(benchmarking, "time", FakeTime)
+    log = []
+    out = time_interleaved(
+        {"a": call(log, "a"), "b": call(log, "b")}, repeats=2, warmup=0, block=2, settle_s=0.0035
+    )
+    assert log == ["a"] * 6 + ["b"] * 6 + ["b"] * 6 + ["a"] * 6  # 4 settling + 2 timed
+    assert out["a"]["runs_s"] == pytest.approx([1e-3] * 4)
+
+
 @pytest.mark.parametrize("kwargs", [{"repeats": 0}, {"block": 0}])
 def test_bad_counts_are_named(kwargs):
     with pytest.raises(ValueError, match="repeats and block"):
         time_interleaved({"a": lambda: None}, **kwargs)
+
+
+def test_bad_settle_time_is_named():
+    with pytest.raises(ValueError, match="settle_s"):
+        time_interleaved({"a": lambda: None}, block=2, settle_s=-1.0)
 
 
 def test_machine_use_tells_a_sleeping_call_from_a_busy_one():
