@@ -166,15 +166,15 @@ def compiler_options(noise: str, backend: str | None = None) -> dict[str, str]:
     action sampling takes a softmax per round, and YNNPACK's fusions ran those reductions slower
     than XLA's own loops. Measured by ``benchmarks/bench_compiler_options.py`` (both
     compilations timed as pairs between core-latency probes; speed-up with the 2-core VM's
-    vCPUs sharing a cache / not), one filter iteration (M = 256, L = 64, T = 100, d = 5) ran
-    1.50× / 1.31× as fast with per-step noise, 1.33× / 1.26× without noise (``"none"``),
-    1.07× / 1.06× with sampled actions (M = 64, simplex) and 1.05× / 1.02× with them under
-    bandit feedback (d = 3); the per-step rollout drawing its own rewards (M = L = 64, T = 200)
-    1.81× / 1.63× at d = 2, 1.21× / 1.16× at d = 32 and 0.98× / 1.04× at d = 8. Per-trajectory
-    noise keeps XLA's default: its collapsed scoring
-    (:func:`rmft_theory.rollout.earned_from_draws`) ran 0.70-0.88× as fast with the option
-    where the vCPUs share no cache (T = 200) and 0.87× at d = 32 where they share one, though
-    1.35-2.1× as fast at T = 2000. Every backend but ``"cpu"`` (default: JAX's default
+    vCPUs sharing a cache / not; the run at 0d5eb8d), one filter iteration (M = 256, L = 64,
+    T = 100, d = 5) ran 1.49× / 1.42× as fast with per-step noise, 1.38× / 1.29× without noise
+    (``"none"``), 1.07× / 1.07× with sampled actions (M = 64, simplex) and 1.05× / 1.01× with
+    them under bandit feedback (d = 3); the per-step rollout drawing its own rewards
+    (M = L = 64, T = 200) 1.90× / 1.89× at d = 2, 1.17× / 1.15× at d = 32 and 0.96× / 1.01× at
+    d = 8. Per-trajectory noise keeps XLA's default: its collapsed scoring
+    (:func:`rmft_theory.rollout.earned_from_draws`) ran 0.64-0.85× as fast with the option
+    where the vCPUs share no cache (T = 200 and 2000) and 0.85× at d = 32 where they share one
+    (1.0-1.2× elsewhere where they share one). Every backend but ``"cpu"`` (default: JAX's default
     backend) gets ``{}``; an unknown ``noise`` raises a ValueError naming it. Results agree
     with the default compilation up to float rounding (relative 1e-5 in that run), except
     where rounding flips a sampled action: the bandit iteration's outputs differed by 1.3e-3
