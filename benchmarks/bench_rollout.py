@@ -98,9 +98,9 @@ SCALE, RADIUS = 1.0, 1.0
 HEADLINE = (64, 64, 200, 8)  # M, L, T, d of the Done-when figures (B = 4096 trajectories)
 # Seconds of untimed settling calls before each timed block (time_interleaved's settle_s):
 # after PyTorch's block its OpenMP threads spin on, and one settling call of a ~1 ms rollout
-# did not outlast them (the recorded run at 9ee0f30 timed the own-rewards headline at 1.05 ms
-# in the grid, interleaved with PyTorch, and the same function at 0.66 ms in the scaling
-# table, without PyTorch). Every implementation settles the same way.
+# did not outlast them (a full run at 9ee0f30, its tables not kept, timed the own-rewards
+# headline at 1.05 ms in the grid, interleaved with PyTorch, and the same function at 0.66 ms
+# in the scaling table, without PyTorch). Every implementation settles the same way.
 SETTLE_S = 0.02
 
 
