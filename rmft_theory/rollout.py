@@ -181,8 +181,9 @@ def earned_from_draws(
 def horizon_blocks(horizon: int, n_rollouts: int) -> tuple[int, int]:
     """``(n_blocks, block)``: ``n_blocks = ceil(T·L / BLOCK_ELEMENTS)`` (at most T) blocks of
     rounds, all of ``block = ceil(T / n_blocks)`` rounds (so ``block·L`` exceeds
-    :data:`BLOCK_ELEMENTS` by less than one round's L), the last one zero-padded."""
-    n_blocks = min(horizon, -(-horizon * n_rollouts // BLOCK_ELEMENTS))
+    :data:`BLOCK_ELEMENTS` by less than one round's L), the last one zero-padded; one block
+    of no rounds for T = 0."""
+    n_blocks = max(1, min(horizon, -(-horizon * n_rollouts // BLOCK_ELEMENTS)))
     return n_blocks, -(-horizon // n_blocks)
 
 

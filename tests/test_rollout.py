@@ -246,6 +246,13 @@ def test_horizon_blocks_cover_the_horizon_with_little_padding(horizon, n_rollout
     assert 0 <= n_blocks * block - horizon < n_blocks  # under one padded round per block
 
 
+def test_an_empty_horizon_is_one_empty_block():
+    assert horizon_blocks(0, 64) == (1, 0)
+    e = Exploration("per-trajectory", 1.0, space="ball")
+    earned = earned_from_draws(jnp.zeros((0, D)), jnp.zeros((0, D)), jnp.ones((L, D)), e)
+    np.testing.assert_array_equal(earned, np.zeros(L))  # an empty sum, exactly 0
+
+
 @pytest.mark.parametrize("block_elements", [2 * 64, 3 * 64, 7 * 64])
 def test_collapsed_earned_is_the_same_in_blocks_of_rounds(monkeypatch, block_elements):
     # T = 7 rounds, L = 64, in blocks of 2 rounds (4 blocks, one padded round), 3 (3 blocks, two
