@@ -188,14 +188,11 @@ def horizon_blocks(horizon: int, n_rollouts: int) -> tuple[int, int]:
 
 
 def _collapsed_earned_block(
-    g_TxD: jax.Array, rewards_TxD: jax.Array, n_LxD: jax.Array, radius: float
+    g_TxD: jax.Array, rewards_TxD: jax.Array, n_LxD: jax.Array, n_sq_L: jax.Array, radius: float
 ) -> jax.Array:
-    """The collapsed per-trajectory ball score of one block of rounds, (L,)."""
-    sq_TxL = (
-        jnp.sum(g_TxD * g_TxD, axis=-1)[:, None]
-        + 2.0 * (g_TxD @ n_LxD.T)
-        + jnp.sum(n_LxD * n_LxD, axis=-1)[None, :]
-    )
+    """The collapsed per-trajectory ball score of one block of rounds, (L,); ``n_sq_L`` is
+    ``‖n_l‖²``, the same for every block."""
+    sq_TxL = jnp.sum(g_TxD * g_TxD, axis=-1)[:, None] + 2.0 * (g_TxD @ n_LxD.T) + n_sq_L[None, :]
     dot_TxL = jnp.sum(g_TxD * rewards_TxD, axis=-1)[:, None] + rewards_TxD @ n_LxD.T
     return jnp.sum(_ball_scale(sq_TxL, radius) * dot_TxL, axis=0)
 
@@ -210,15 +207,16 @@ def _collapsed_earned(
     exactly nothing (``R_t = 0`` makes ``<π_t, R_t> = 0``).
     """
     T, d = g_TxD.shape
+    n_sq_L = jnp.sum(n_LxD * n_LxD, axis=-1)
     n_blocks, block = horizon_blocks(T, n_LxD.shape[0])
     if n_blocks == 1:
-        return _collapsed_earned_block(g_TxD, rewards_TxD, n_LxD, radius)
+        return _collapsed_earned_block(g_TxD, rewards_TxD, n_LxD, n_sq_L, radius)
     pad = ((0, n_blocks * block - T), (0, 0))
     g_BxTxD = jnp.pad(g_TxD, pad).reshape(n_blocks, block, d)
     rewards_BxTxD = jnp.pad(rewards_TxD, pad).reshape(n_blocks, block, d)
 
     def add_block(earned_L, xs):
-        return earned_L + _collapsed_earned_block(*xs, n_LxD, radius), None
+        return earned_L + _collapsed_earned_block(*xs, n_LxD, n_sq_L, radius), None
 
     earned_L, _ = jax.lax.scan(
         add_block, jnp.zeros(n_LxD.shape[:1], g_TxD.dtype), (g_BxTxD, rewards_BxTxD)
