@@ -61,6 +61,56 @@ def test_rollout_verdicts_check_the_median_over_processes_too():
     assert out["per_trajectory_rewards_given_vs_torch>=1.5_process_median_xla_threads_pinned"]
 
 
+def _scaling_rows(times_ms: dict[int, float], axis: str = "T") -> list[dict]:
+    """Scaling rows at M = L = 64 for the horizons (or M, on the B axis) given."""
+    rows = []
+    for size, time_ms in times_ms.items():
+        M, T = (64, size) if axis == "T" else (size, 200)
+        rows.append(
+            {
+                "axis": axis,
+                "noise": "per-trajectory",
+                "M": M,
+                "L": 64,
+                "T": T,
+                "B": M * 64,
+                "time_ms": time_ms,
+            }
+        )
+    first = rows[0]["M"] * rows[0]["L"] * rows[0]["T"] / rows[0]["time_ms"]
+    for r in rows:
+        r["rate_vs_first"] = r["M"] * r["L"] * r["T"] / r["time_ms"] / first
+    return rows
+
+
+def test_marginal_costs_separate_a_fixed_cost_from_growth():
+    bench = load("rollout")
+    # time = 0.5 ms + 2 ns per trajectory-step, exactly: the rate rises 1.27x from T = 200 to
+    # 2000 (the rate check fails) while every increment is the overall slope. Rows below
+    # B = 4096 are left out. Exact affine data, so the fit holds to float64 rounding (1e-9).
+    affine = _scaling_rows({T: 0.5 + 2e-6 * 4096 * T for T in (200, 500, 1000, 2000)})
+    small = {**affine[0], "M": 16, "B": 1024, "time_ms": 99.0}
+    (m,) = bench.marginal_costs([*affine, small])
+    assert m["sizes"] == 4
+    assert m["fixed_ms"] == pytest.approx(0.5, abs=1e-9)
+    assert m["marginal_ns_per_step"] == pytest.approx(2.0, rel=1e-9)
+    assert m["increment_over_overall"] == [1.0, 1.0, 1.0]
+    out = bench.verdicts([], None, affine, False)
+    assert not out["linear_in_T_within_20%"]
+    assert out["marginal_cost_T_per-trajectory_constant_within_20%"]
+    # Quadratic growth: the increments grow with T and the marginal check fails.
+    quadratic = _scaling_rows({T: 1e-6 * T * T for T in (200, 500, 1000, 2000)})
+    (q,) = bench.marginal_costs(quadratic)
+    assert q["increment_over_overall"][0] < 0.8 and q["increment_over_overall"][-1] > 1.2
+    assert not bench.verdicts([], None, quadratic, False)[
+        "marginal_cost_T_per-trajectory_constant_within_20%"
+    ]
+    # Two sizes give no increments to compare: reported by marginal_costs, not checked.
+    two = _scaling_rows({M: 0.1 * M for M in (64, 256)}, axis="B")
+    assert bench.marginal_costs(two)[0]["sizes"] == 2
+    assert not any(k.startswith("marginal_cost") for k in bench.verdicts([], None, two, False))
+
+
 def test_spread_markdown_lists_every_process_and_the_medians():
     bench = load("rollout")
     spread = {
