@@ -578,8 +578,9 @@ def bench_placement(case, torch, seconds: float, block: int = 20) -> dict | str:
     share a cache and cores that do not, every second or so to minutes
     (:func:`rmft_theory.benchmarking.core_latency_ns`: a round trip of about 80 against
     280-430 ns), and every two-thread implementation's speed moves with it. Each round probes
-    the latency, times ``block`` calls of every implementation back to back
-    (:func:`rmft_theory.benchmarking.time_interleaved`), and probes again; a round counts for a
+    the latency, times ``block`` calls of every implementation back to back, each block after
+    :data:`SETTLE_S` of settling calls (:func:`rmft_theory.benchmarking.time_interleaved`),
+    and probes again; a round counts for a
     placement only when both probes agree (:func:`rmft_theory.benchmarking.placement`). Rounds
     run until ``seconds`` have passed. The JAX rollout is timed twice: as compiled by default
     (``jax``, with YNNPACK fusions) and with XLA's own fusion emitters (``jax_no_ynn``,
@@ -602,7 +603,7 @@ def bench_placement(case, torch, seconds: float, block: int = 20) -> dict | str:
     jax_names = [n for n in calls if n.startswith("jax")]
     torch_names = [n for n in calls if n.startswith("torch")]
     try:
-        rounds = probed_rounds(calls, seconds, block)
+        rounds = probed_rounds(calls, seconds, block, settle_s=SETTLE_S)
     finally:
         unpin()
         if threads_before is not None:
@@ -647,7 +648,8 @@ def placement_markdown(study: dict | str) -> list[str]:
     ]
     return [
         f"The same headline in {len(study['rounds'])} rounds of {study['block']} calls per "
-        f"implementation over {study['seconds']:g} s, each round between two core-latency "
+        f"implementation (each block after {1e3 * SETTLE_S:g} ms of settling calls) over "
+        f"{study['seconds']:g} s, each round between two core-latency "
         "probes (:func:`bench_placement`; `near`: both round trips under "
         f"{NEAR_BELOW_NS:.0f} ns, `far`: both over, `mixed`: the placement changed within the "
         "round). `jax_no_ynn`: the same rollout compiled with XLA's own fusion emitters "

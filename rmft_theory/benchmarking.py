@@ -317,17 +317,22 @@ def probed(call: Callable[[], object]) -> tuple[object, dict]:
     }
 
 
-def probed_rounds(calls: dict[str, Callable[[], object]], seconds: float, block: int) -> list:
+def probed_rounds(
+    calls: dict[str, Callable[[], object]], seconds: float, block: int, settle_s: float = 0.0
+) -> list:
     """Rounds of ``block`` calls of each of ``calls`` (:func:`time_interleaved`, order reversed
-    every other round) until ``seconds`` have passed, each between two core-latency probes:
-    per round ``before_ns``, ``after_ns``, their :func:`placement` and ``ms`` (name to the
-    median time in milliseconds). Every call runs once untimed (and settles) first."""
+    every other round, settling for ``settle_s`` before each block) until ``seconds`` have
+    passed, each between two core-latency probes: per round ``before_ns``, ``after_ns``, their
+    :func:`placement` and ``ms`` (name to the median time in milliseconds). Every call runs
+    once untimed (and settles) first."""
     rounds = []
-    time_interleaved(calls, 1, warmup=1, block=block)  # untimed: every call warm
+    time_interleaved(calls, 1, warmup=1, block=block, settle_s=settle_s)  # untimed: all warm
     t_end = time.perf_counter() + seconds
     while time.perf_counter() < t_end:
         order = {n: calls[n] for n in (list(calls) if len(rounds) % 2 == 0 else list(calls)[::-1])}
-        t, where = probed(lambda o=order: time_interleaved(o, 1, warmup=0, block=block))
+        t, where = probed(
+            lambda o=order: time_interleaved(o, 1, warmup=0, block=block, settle_s=settle_s)
+        )
         rounds.append(
             {
                 "before_ns": where["core_before_ns"],

@@ -192,3 +192,20 @@ def test_probed_rounds_alternate_the_order_and_label_each_round(monkeypatch):
     warm = 2 * (1 + 1 + 2)
     assert order[warm : warm + 6] == ["a"] * 3 + ["b"] * 3
     assert order[warm + 6 : warm + 12] == ["b"] * 3 + ["a"] * 3
+
+
+def test_probed_rounds_pass_the_settling_time_on(monkeypatch):
+    from rmft_theory import benchmarking
+
+    monkeypatch.setattr(benchmarking, "core_latency_ns", lambda: 80.0)
+    seen = []
+    real = benchmarking.time_interleaved
+
+    def spy(calls, *args, **kwargs):
+        seen.append(kwargs.get("settle_s"))
+        return real(calls, *args, **kwargs)
+
+    monkeypatch.setattr(benchmarking, "time_interleaved", spy)
+    benchmarking.probed_rounds({"a": lambda: None}, seconds=0.01, block=2, settle_s=0.001)
+    # The warm-up and every round settle for the time asked.
+    assert len(seen) >= 2 and set(seen) == {0.001}
