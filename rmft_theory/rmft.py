@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -532,23 +533,53 @@ def lsa_weight_metrics(W_star, reward_scale: float = 1.0) -> Callable:
     return metrics
 
 
-HEDGE_ETA_GRID = tuple(float(x) for x in np.geomspace(1e-3, 1e2, 51))
+#: The η grid that :func:`tune_eta` searches (Hedge on the simplex, isotropic FTRL on the ball).
+ETA_GRID = tuple(float(x) for x in np.geomspace(1e-3, 1e2, 51))
 
 
-def tune_hedge_eta(rewards_NxTxD: jax.Array, grid=HEDGE_ETA_GRID) -> float:
-    """Hedge's best fixed η on a grid, by mean static regret on the given (tuning) tasks."""
+def tune_eta(
+    rewards_NxTxD: jax.Array, kind: str = "hedge", radius: float = 1.0, grid=ETA_GRID
+) -> float:
+    """The best fixed η on ``grid`` by mean final static regret on the given (tuning) tasks.
 
-    @jax.jit
-    def mean_regret(eta, rewards):
-        def one(r):
-            return cumulative_regret(r, hedge_policies(r, eta), "simplex")[-1]
-
-        return jnp.mean(jax.vmap(one)(rewards))
-
+    ``kind="hedge"``: Hedge on the simplex, ``π_t = softmax(η S_{t−1})``; ``kind="ftrl"``:
+    isotropic FTRL on the ball ``B(0, radius)``, ``π_t = Proj(η S_{t−1})`` (THEORY §3). Warns
+    when the best η is an end of the grid: the best η may then lie beyond it.
+    """
+    check_choice("kind", kind, ("hedge", "ftrl"))
+    space = "simplex" if kind == "hedge" else "ball"
+    dtype = rewards_NxTxD.dtype
     values = np.array(
-        [float(mean_regret(jnp.asarray(e, rewards_NxTxD.dtype), rewards_NxTxD)) for e in grid]
+        [
+            float(
+                _baseline_curves(rewards_NxTxD, jnp.asarray(e, dtype), kind, space, radius)[
+                    :, -1
+                ].mean()
+            )
+            for e in grid
+        ]
     )
-    return float(grid[int(np.argmin(values))])
+    best = int(np.argmin(values))
+    if best in (0, len(grid) - 1):
+        warnings.warn(
+            f"the tuned {kind} eta = {grid[best]:g} is an end of the grid "
+            f"[{grid[0]:g}, {grid[-1]:g}]: the best eta may lie beyond it",
+            stacklevel=2,
+        )
+    return float(grid[best])
+
+
+class HeldoutKeys(NamedTuple):
+    """The held-out stream split once into named keys (no key both draws and is split)."""
+
+    rewards: jax.Array  # the held-out tasks the filter is scored on
+    tune: jax.Array  # separate tasks that tune a baseline's η
+    evaluation: jax.Array  # the fresh evaluation tasks of filter_experiment(eval_tasks=...)
+
+
+def heldout_keys(seeds: Seeds) -> HeldoutKeys:
+    """:class:`HeldoutKeys` from ``seeds.key("heldout")``."""
+    return HeldoutKeys(*jax.random.split(seeds.key("heldout"), 3))
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "space", "radius"))
@@ -568,23 +599,32 @@ def _baseline_curves(rewards_NxTxD, param, kind: str, space: str, radius: float)
 
 
 def reference_curves(
-    env: GaussianFOL, exploration: Exploration, heldout_NxTxD: jax.Array, key_tune: jax.Array
+    env, exploration: Exploration, heldout_NxTxD: jax.Array, key_tune: jax.Array
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Held-out cumulative regret curves (N, T) of the baselines, and their tuned constants.
 
-    Ball: FTRL at ``W*`` (THEORY §3; ``η* I`` for isotropic rewards) and follow-the-leader.
-    Simplex: Hedge at its best η (tuned on separate tasks drawn from ``key_tune``) and
-    follow-the-leader.
+    Ball: FTRL at ``W*`` (THEORY §3, the Gaussian closed form; ``η* I`` for isotropic rewards)
+    for a :class:`GaussianFOL`, FTRL at its best isotropic η for any other full-information
+    environment; and follow-the-leader. Simplex: Hedge at its best η and follow-the-leader.
+    Best η: :func:`tune_eta` on separate tasks drawn from ``key_tune``.
     """
     space, radius = exploration.space, float(exploration.radius)
     dtype = heldout_NxTxD.dtype
     info: dict = {}
-    if space == "ball":
+
+    def tuning_tasks():
+        return heldout_rewards(env, heldout_NxTxD.shape[0], key_tune)
+
+    if space == "ball" and isinstance(env, GaussianFOL):
         W_star = ftrl_weights(env.cov_matrix, env.horizon, radius)
         info["W_star"] = W_star
         runs = {"ftrl_eta_star": ("ftrl", jnp.asarray(W_star, dtype))}
+    elif space == "ball":
+        eta = tune_eta(tuning_tasks(), "ftrl", radius)
+        info["ftrl_eta"] = eta
+        runs = {"ftrl_best_eta": ("ftrl", jnp.asarray(eta, dtype))}
     else:
-        eta = tune_hedge_eta(heldout_rewards(env, heldout_NxTxD.shape[0], key_tune))
+        eta = tune_eta(tuning_tasks(), "hedge")
         info["hedge_eta"] = eta
         runs = {"hedge_best_eta": ("hedge", jnp.asarray(eta, dtype))}
     runs["ftl"] = ("ftl", jnp.zeros((), dtype))
@@ -675,9 +715,9 @@ def run_filter(
         ref_curves, ref_info = bandit_filter.reference_curves(env, heldout)
         make_eval = bandit_filter.make_evaluate
     else:
-        heldout = heldout_rewards(env, config.heldout_tasks, seeds.key("heldout"))
-        key_tune = jax.random.fold_in(seeds.key("heldout"), 1)
-        ref_curves, ref_info = reference_curves(env, exploration, heldout, key_tune)
+        keys = heldout_keys(seeds)
+        heldout = heldout_rewards(env, config.heldout_tasks, keys.rewards)
+        ref_curves, ref_info = reference_curves(env, exploration, heldout, keys.tune)
         make_eval = make_evaluate
     reference = {
         **ref_info,
@@ -792,12 +832,12 @@ def filter_experiment(
     out["run_s"] = np.asarray(result.timings.run_s)
     if eval_tasks:
         exploration = config.exploration
-        rewards = heldout_rewards(env, eval_tasks, jax.random.fold_in(seeds.key("heldout"), 2))
+        keys = heldout_keys(seeds)
+        rewards = heldout_rewards(env, eval_tasks, keys.evaluation)
         curves = jax.jit(heldout_curves, static_argnums=(0, 3))
         apply_fn = apply_function(model)
         out["eval_base"] = np.asarray(curves(apply_fn, base_params, rewards, exploration))
         out["eval_final"] = np.asarray(curves(apply_fn, result.params, rewards, exploration))
-        key_tune = jax.random.fold_in(seeds.key("heldout"), 1)
-        for name, c in reference_curves(env, exploration, rewards, key_tune)[0].items():
+        for name, c in reference_curves(env, exploration, rewards, keys.tune)[0].items():
             out[f"eval_{name}"] = c
     return out

@@ -33,7 +33,7 @@ from rmft_theory.baselines import ftl_policies, hedge_policies
 from rmft_theory.keys import Seeds
 from rmft_theory.progress import Progress, Timings, run_chunks
 from rmft_theory.regret import cumulative_regret
-from rmft_theory.rmft import tune_hedge_eta
+from rmft_theory.rmft import tune_eta
 from rmft_theory.validation import check_positive, check_positive_int
 
 
@@ -220,7 +220,7 @@ def model_transfer_runs(
 def reference_transfer_runs(env, tables, key_tune: jax.Array) -> tuple[dict, dict]:
     """The anchors of normalised regret on one setting: the reference and trivial baselines.
 
-    Full information: Hedge at its best η (tuned by :func:`rmft_theory.rmft.tune_hedge_eta` on
+    Full information: Hedge at its best η (tuned by :func:`rmft_theory.rmft.tune_eta` on
     separate tasks drawn from ``key_tune``), the uniform point and follow-the-leader. Bandits:
     UCB1 (:func:`rmft_theory.bandit_filter.baselines`) and the expected pseudo-regret of
     uniform play. Returns ``({"reference": ..., "uniform": ..., ["ftl": ...]}, info)``, each a
@@ -230,7 +230,7 @@ def reference_transfer_runs(env, tables, key_tune: jax.Array) -> tuple[dict, dic
     if not bandit_filter.is_bandit(env):
         n = rewards.shape[0]
         tune = _sample_tables_jit(env, *jax.random.split(key_tune), n)[1]
-        eta = tune_hedge_eta(tune)
+        eta = tune_eta(tune, "hedge")
         ref = np.asarray(_hedge_curves_jit(rewards, jnp.asarray(eta, rewards.dtype)))
         uniform = np.asarray(_uniform_curves_jit(rewards))
         ftl = np.asarray(_ftl_curves_jit(rewards))
