@@ -24,7 +24,10 @@ def invariant_report(params, W_star, reward_scale: float = 1.0) -> dict:
       ``quad_rel``: ``‖V_R ⊗ k_R‖_F · s / ‖W*‖_F``;
       ``drift_rel``: ``‖κ v_0‖ / (s ‖W*‖_F)``;
     where ``s`` is the reward scale (one reward's standard deviation), which puts the quadratic
-    term (a map from R⊗R) and the drift (a constant) in the units of the linear term.
+    term (a map from R⊗R) and the drift (a constant) in the units of the linear term, per
+    token. Summed over the t − 1 past tokens the quadratic and drift terms grow like t − 1,
+    while the linear term ``W_eff S_{t−1}`` of zero-mean rewards grows like ``sqrt(t − 1)``:
+    their share of the output at round t is up to ``sqrt(t − 1)`` times these ratios.
     """
     inv = invariants(params)
     W_star = jnp.asarray(W_star, dtype=inv.W_eff.dtype)

@@ -2,8 +2,8 @@
 
 * ``jax_numpy_rank_promotion="raise"`` catches silent broadcasting bugs.
 * Warnings are errors (see ``pyproject.toml``).
-* ``JAX_ENABLE_X64=1 pytest -m x64`` (or the whole suite) reruns the theory checks in float64;
-  the ``x64`` fixture runs selected checks in float64 inside the normal run as well.
+* The ``x64`` fixture runs selected checks in float64 inside the normal run (the LSA's closed
+  form, the deeper models, the LSA as EXP3 on importance-weighted bandit rewards).
 * Hypothesis profiles: ``ci`` (default, few examples, derandomised) and ``dev`` (more).
 """
 
