@@ -65,7 +65,11 @@ def log_gamma(key: jax.Array, a: jax.Array, proposals: int = 2) -> jax.Array:
     valid = (a > 0) & jnp.isfinite(a)
     small = a < 1.0
     shape_a = jnp.where(valid, jnp.where(small, a + 1.0, a), 1.0)
-    value, done, u_boost = _propose(key, shape_a, proposals)
+    # Round 0 draws from its own key and later rounds fold the round number into another. Not
+    # fold_in(key, r) next to bits(key): with partitionable threefry both hash (key, counter r),
+    # so round r's key would be the block whose XOR is round 0's r-th uniform.
+    key_first, key_rounds = jax.random.split(key)
+    value, done, u_boost = _propose(key_first, shape_a, proposals)
 
     def cond(state):
         rounds, _, done = state
@@ -73,7 +77,7 @@ def log_gamma(key: jax.Array, a: jax.Array, proposals: int = 2) -> jax.Array:
 
     def body(state):
         rounds, value, done = state
-        fresh, ok, _ = _propose(jax.random.fold_in(key, rounds), shape_a, proposals)
+        fresh, ok, _ = _propose(jax.random.fold_in(key_rounds, rounds), shape_a, proposals)
         return rounds + 1, jnp.where(done, value, fresh), done | ok
 
     _, value, done = jax.lax.while_loop(cond, body, (jnp.uint32(1), value, done))

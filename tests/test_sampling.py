@@ -43,13 +43,24 @@ def test_beta_follows_the_beta_distribution(a, b):
     assert ks_pvalue(x, st.beta(a, b)) > P_MIN
 
 
-def test_gamma_is_exp_of_log_gamma_and_beta_broadcasts():
+@pytest.mark.parametrize("a", [0.3, 1.0, 5.0])
+def test_gamma_mean_and_variance_match_theory(a):
+    # Gamma(a, 1) has mean a and variance a; the fourth central moment is 3a² + 6a, so the
+    # sample variance has standard error √((2a² + 6a)/N). Each check allows 5 standard errors
+    # (a correct sampler fails one with probability ~6e-7); a 5% shape error is 25 or more SEs
+    # off in the mean for every a here.
+    x = np.asarray(sampling.gamma(jax.random.key(int(a * 10) + 20), jnp.full((N,), a)), np.float64)
+    assert abs(x.mean() - a) < 5 * np.sqrt(a / N)
+    assert abs(x.var(ddof=1) - a) < 5 * np.sqrt((2 * a * a + 6 * a) / N)
+
+
+def test_beta_broadcasts_like_explicit_arrays():
+    # A scalar b is broadcast before the draw, so it gives exactly the draws of the full array.
     key = jax.random.key(3)
     a = jnp.array([0.3, 1.0, 5.0])
-    np.testing.assert_allclose(
-        sampling.gamma(key, a), jnp.exp(sampling.log_gamma(key, a)), rtol=1e-6
-    )
-    assert sampling.beta(key, a, 2.0).shape == (3,)
+    got = sampling.beta(key, a, 2.0)
+    assert got.shape == (3,)
+    np.testing.assert_array_equal(got, sampling.beta(key, a, jnp.full((3,), 2.0)))
 
 
 def test_marsaglia_tsang_accepts_at_least_95_percent_of_proposals_at_shape_one():
@@ -88,3 +99,32 @@ def test_works_under_jit_and_vmap():
     keys = jax.random.split(jax.random.key(0), 4)
     out = jax.jit(jax.vmap(lambda k: sampling.beta(k, jnp.array([1.0, 2.0]), 3.0)))(keys)
     assert out.shape == (4, 2) and np.isfinite(out).all()
+
+
+def test_later_rounds_use_keys_unrelated_to_earlier_rounds_bits(monkeypatch):
+    # With partitionable threefry, bits(k)[i] is the XOR of the two words of the block
+    # threefry(k, counter i), and fold_in(k, i) is that same block as a key. So no round may
+    # use a key whose words, or their XOR, appear among the bits another round drew (as
+    # fold_in(key, r) next to bits(key) did), and the caller's key draws no bits itself.
+    # One proposal for 2000 shape-1 elements: all accept at once with probability 0.95^2000,
+    # so several rounds run. disable_jit runs the while_loop in Python to record every round.
+    draws = []
+    bits = jax.random.bits
+
+    def recording_bits(key, *args, **kwargs):
+        out = bits(key, *args, **kwargs)
+        draws.append((np.asarray(jax.random.key_data(key)), np.asarray(out).ravel()))
+        return out
+
+    monkeypatch.setattr(jax.random, "bits", recording_bits)
+    key = jax.random.key(0)
+    with jax.disable_jit():
+        sampling.log_gamma(key, jnp.ones((2000,)), 1)
+    assert len(draws) >= 3
+    caller = np.asarray(jax.random.key_data(key))
+    for i, (data_i, _) in enumerate(draws):
+        assert not np.array_equal(data_i, caller), f"round {i} draws from the caller's key"
+        for j, (_, bits_j) in enumerate(draws):
+            if i != j:
+                material = [data_i[0], data_i[1], data_i[0] ^ data_i[1]]
+                assert not np.isin(material, bits_j).any(), f"round {i} key in round {j} bits"
