@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -70,12 +71,14 @@ def _check_shapes(rewards: jax.Array, policies: jax.Array) -> None:
 
 
 class GrowthFit(NamedTuple):
-    """``log Regret_t = beta · log t + c``: slope, its standard error, intercept, points used."""
+    """``log Regret_t = beta · log t + c``: slope, its standard error, intercept, points used,
+    and the points of the fitted range left out because their regret was not positive."""
 
     beta: float
     se: float
     intercept: float
     n_points: int
+    n_dropped: int = 0
 
 
 def growth_exponent(curve_T: np.ndarray, start_fraction: float = 0.5) -> GrowthFit:
@@ -84,14 +87,26 @@ def growth_exponent(curve_T: np.ndarray, start_fraction: float = 0.5) -> GrowthF
     THEORY §1 fits over the second half (``start_fraction=0.5``). The standard error is the
     ordinary-least-squares one; the points of one curve are correlated in t, so prefer
     :func:`growth_exponent_bootstrap` over runs for a confidence interval.
+
+    Regret can legitimately be zero or negative (a policy may beat the best fixed action so
+    far), and such points have no logarithm: they are left out of the fit and counted in
+    ``n_dropped``. Check it: a fit that dropped many points describes only part of the curve.
+    NaN or infinite values are an error, not data, and raise ValueError.
     """
     curve = np.asarray(curve_T, dtype=np.float64)
     if curve.ndim != 1:
         raise ValueError(f"curve_T must be one-dimensional, got shape {curve.shape}")
+    if not np.isfinite(curve).all():
+        bad = np.flatnonzero(~np.isfinite(curve))
+        raise ValueError(
+            f"curve_T must be finite, got {bad.size} NaN or infinite values (first at index "
+            f"{bad[0]})"
+        )
     if not 0.0 <= start_fraction < 1.0:
         raise ValueError(f"start_fraction must lie in [0, 1), got {start_fraction}")
     t = np.arange(1, curve.size + 1, dtype=np.float64)
-    sel = (t > start_fraction * curve.size) & (curve > 0)
+    in_range = t > start_fraction * curve.size
+    sel = in_range & (curve > 0)
     if sel.sum() < 3:
         raise ValueError(
             "curve_T needs at least 3 positive values in the fitted range to fit a growth exponent"
@@ -103,16 +118,32 @@ def growth_exponent(curve_T: np.ndarray, start_fraction: float = 0.5) -> GrowthF
     dof = max(sel.sum() - 2, 1)
     s2 = resid @ resid / dof
     se = float(np.sqrt(s2 / np.sum((x - x.mean()) ** 2)))
-    return GrowthFit(float(coef[0]), se, float(coef[1]), int(sel.sum()))
+    n_dropped = int(in_range.sum() - sel.sum())
+    return GrowthFit(float(coef[0]), se, float(coef[1]), int(sel.sum()), n_dropped)
 
 
 def growth_exponent_bootstrap(
     curves_NxT: np.ndarray, seed: int = 0, n_boot: int = 500, start_fraction: float = 0.5
 ) -> GrowthFit:
-    """β̂ of the mean regret curve over N runs, with a bootstrap-over-runs standard error."""
+    """β̂ of the mean regret curve over N runs, with a bootstrap-over-runs standard error.
+
+    ``n_boot`` (at least 2) resamples of the runs; a resample whose mean curve has fewer than 3
+    positive points in the fitted range is skipped, and fewer than 2 fitted resamples is an
+    error. ``n_dropped`` is that of the fit to the mean curve.
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 2:
+        raise ValueError(
+            f"n_boot must be an integer >= 2 (the standard error needs two resamples), "
+            f"got {n_boot!r}"
+        )
     curves = np.asarray(curves_NxT, dtype=np.float64)
     if curves.ndim != 2 or curves.shape[0] < 2:
         raise ValueError(f"curves_NxT must have shape (N>=2, T), got {curves.shape}")
+    if not np.isfinite(curves).all():
+        raise ValueError(
+            f"curves_NxT must be finite, got {int((~np.isfinite(curves)).sum())} NaN or "
+            "infinite values"
+        )
     fit = growth_exponent(curves.mean(axis=0), start_fraction)
     rng = np.random.default_rng(seed)
     betas = []
@@ -122,5 +153,10 @@ def growth_exponent_bootstrap(
             betas.append(growth_exponent(curves[idx].mean(axis=0), start_fraction).beta)
         except ValueError:
             continue
-    se = float(np.std(betas, ddof=1)) if len(betas) > 1 else float("nan")
-    return GrowthFit(fit.beta, se, fit.intercept, fit.n_points)
+    if len(betas) < 2:
+        raise ValueError(
+            f"curves_NxT: only {len(betas)} of {n_boot} bootstrap resamples had 3 positive "
+            "points in the fitted range; the standard error needs 2"
+        )
+    se = float(np.std(betas, ddof=1))
+    return fit._replace(se=se)

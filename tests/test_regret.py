@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rmft_theory.baselines import ftrl_policies, hedge_policies
+from rmft_theory.baselines import ftrl_policies, hedge_policies, uniform_policies
 from rmft_theory.regret import (
     comparator,
     cumulative_regret,
@@ -73,7 +73,11 @@ def test_cumulative_regret_ends_at_static_regret():
     pols = ftrl_policies(rewards, 0.2, 1.0)
     curve = cumulative_regret(rewards, pols, "ball")
     assert curve.shape == (30,)
+    # The same float32 sums of 30 terms of O(1), accumulated in a different order (cumsum vs
+    # sum): rounding differences of a few 1e-6 at most.
     assert float(curve[-1]) == pytest.approx(float(static_regret(rewards, pols, "ball")), abs=1e-5)
+    # FTRL's first policy is 0, so Regret_1 = ρ‖R_1‖ (ρ = 1): one float32 norm of O(1), a few
+    # ulp (~2e-7) apart between the two computations.
     assert float(curve[0]) == pytest.approx(float(jnp.linalg.norm(rewards[0])), abs=1e-6)
 
 
@@ -102,13 +106,50 @@ def test_ftrl_obeys_textbook_bound(seed, eta, kind):
     assert regret <= bound + 1e-4
 
 
+# Bernoulli rewards with means 0.3, 0.4, …, 0.7 over T = 200 rounds. The arms are separated,
+# so uniform play has regret ≈ T · 0.2 = 40 (45.0 on this sequence) and Hedge with its sign
+# reversed (following the worst arm) more still, while every bound below is at most 33.4.
+HEDGE_T, HEDGE_D = 200, 5
+HEDGE_REWARDS = jax.random.bernoulli(
+    jax.random.key(0), jnp.broadcast_to(jnp.linspace(0.3, 0.7, HEDGE_D), (HEDGE_T, HEDGE_D))
+).astype(jnp.float32)
+
+
+def hedge_regret_reference(rewards: np.ndarray, eta: float) -> float:
+    """Hedge step by step in float64: π_t ∝ exp(η S_{t−1}), regret max_i S_T(i) − Σ <π_t, R_t>."""
+    S, earned = np.zeros(rewards.shape[1]), 0.0
+    for r in rewards:
+        w = np.exp(eta * (S - S.max()))
+        earned += float(w @ r) / w.sum()
+        S += r
+    return float(S.max() - earned)
+
+
+@pytest.mark.parametrize("eta", [0.05, 0.2, 1.0])
+def test_hedge_matches_numpy_reference(eta):
+    rewards = np.asarray(HEDGE_REWARDS, np.float64)
+    got = float(static_regret(HEDGE_REWARDS, hedge_policies(HEDGE_REWARDS, eta), "simplex"))
+    # 0/1 rewards keep every prefix sum exact in float32; what differs is the float32 softmax
+    # (relative error ~1e-7 per probability, up to ~1e-5 where η S_t reaches 140 at η = 1)
+    # summed over 200 rounds of reward ≤ 1. Measured: ≤ 6e-6; a one-round shift of S_{t−1} or
+    # a sign error changes the regret by more than 1.
+    assert got == pytest.approx(hedge_regret_reference(rewards, eta), abs=1e-4)
+
+
 def test_hedge_obeys_textbook_bound():
     # Hedge on rewards in [0, 1]^d: Regret_T ≤ ln d / η + η T / 8 (Cesa-Bianchi & Lugosi 2006,
-    # Thm. 2.2), for every sequence; checked on a uniform random one.
-    rewards = jax.random.uniform(jax.random.key(0), (200, 5))
+    # Thm. 2.2), for every sequence. On HEDGE_REWARDS uniform play (45.0) and sign-reversed
+    # Hedge (the NumPy reference at −η: 66 to 85) exceed every bound checked (13.0 to 33.4),
+    # so the check tells learning from not learning. A fixed sequence: no Monte-Carlo error;
+    # float32 regrets are within 1e-4 of float64 (test_hedge_matches_numpy_reference), far
+    # inside the margins (Hedge is 3.7 or more below each bound, the others 5 or more above).
+    rewards = HEDGE_REWARDS
+    uniform = float(static_regret(rewards, uniform_policies(rewards), "simplex"))
     for eta in (0.05, 0.2, 1.0):
-        regret = float(static_regret(rewards, hedge_policies(rewards, eta), "simplex"))
-        assert regret <= np.log(5) / eta + eta * 200 / 8
+        bound = np.log(HEDGE_D) / eta + eta * HEDGE_T / 8
+        assert uniform > bound + 5  # the sequence discriminates at this η
+        assert hedge_regret_reference(np.asarray(rewards, np.float64), -eta) > bound + 5
+        assert float(static_regret(rewards, hedge_policies(rewards, eta), "simplex")) <= bound
 
 
 def test_growth_exponent_recovers_power_law():
@@ -133,3 +174,54 @@ def test_growth_exponent_rejects_bad_input():
         growth_exponent(-np.ones(10))
     with pytest.raises(ValueError, match="start_fraction"):
         growth_exponent(np.ones(10), start_fraction=1.5)
+    t = np.arange(1, 101, dtype=np.float64)
+    for bad in (np.nan, np.inf):
+        curve = t**0.5
+        curve[80] = bad  # in the fitted range: once silently dropped
+        with pytest.raises(ValueError, match="curve_T must be finite"):
+            growth_exponent(curve)
+        curves = np.stack([t**0.5, t**0.5])
+        curves[1, 10] = bad  # outside the fitted range, but a NaN run is still bad data
+        with pytest.raises(ValueError, match="curves_NxT must be finite"):
+            growth_exponent_bootstrap(curves)
+
+
+def test_growth_exponent_drops_non_positive_points_and_counts_them():
+    # Regret can be ≤ 0; those points have no log and are left out, and n_dropped says so.
+    # The rest is an exact power law, so β̂ is 0.5 to rounding (1e-10, as in the clean fit).
+    t = np.arange(1, 401, dtype=np.float64)
+    curve = 3.0 * t**0.5
+    curve[[250, 300, 399]] = [0.0, -1.0, -5.0]
+    fit = growth_exponent(curve)
+    assert fit.n_dropped == 3 and fit.n_points == 197
+    assert fit.beta == pytest.approx(0.5, abs=1e-10)
+    assert growth_exponent(3.0 * t**0.5).n_dropped == 0
+
+
+@pytest.mark.parametrize("n_boot", [0, 1, -3, 2.5, True])
+def test_growth_exponent_bootstrap_rejects_bad_n_boot(n_boot):
+    curves = np.ones((4, 1)) * np.arange(1, 21, dtype=np.float64)
+    with pytest.raises(ValueError, match="n_boot"):
+        growth_exponent_bootstrap(curves, n_boot=n_boot)
+
+
+def test_growth_exponent_bootstrap_never_returns_a_nan_standard_error():
+    # Three runs, each positive (1) at one point of the fitted range only and slightly negative
+    # (−0.01) elsewhere there. The mean curve has 3 positive points and fits; a resample fits
+    # only if it holds all three runs (probability 3!/3³ = 2/9). With n_boot = 2, fewer than 2
+    # resamples fit with probability 1 − (2/9)² ≈ 0.95 per seed: that must raise, not return
+    # se = NaN. Over 20 seeds, none raising has probability 0.05²⁰.
+    curves = np.full((3, 20), -0.01)
+    curves[:, :10] = 1.0  # the first half is outside the fitted range
+    for run, point in enumerate((12, 15, 18)):
+        curves[run, point] = 1.0
+    raised = 0
+    for seed in range(20):
+        try:
+            fit = growth_exponent_bootstrap(curves, seed=seed, n_boot=2)
+        except ValueError as err:
+            assert "curves_NxT" in str(err) and "bootstrap resamples" in str(err)
+            raised += 1
+        else:
+            assert np.isfinite(fit.se)
+    assert raised > 0
