@@ -13,6 +13,7 @@ methods' settings. :func:`run_training` writes a self-describing run directory:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import jax
@@ -34,15 +35,52 @@ from rmft_theory.validation import check_choice
 METHODS = ("direct", "filter")
 
 
+# The reward dimension a ModelSpec is test-built with when it is constructed, before an
+# environment fixes d: no registered model's option checks depend on d (TrainRunConfig builds
+# the model again with its environment's d).
+PROBE_D = 2
+
+
+def _model_option_names(factory) -> set[str] | None:
+    """The options ``factory(d, **options)`` accepts, or None when they cannot be listed."""
+    if dataclasses.is_dataclass(factory):  # flax modules: 'parent' and 'name' are not options
+        names = {f.name for f in dataclasses.fields(factory) if f.init}
+        return names - {"d", "parent", "name"}
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL} - {"d"}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A registered model and its constructor options."""
+    """A registered model and its constructor options (validated by building the module).
+
+    Construction checks the option names against the model's and builds the flax module for
+    ``PROBE_D`` (no parameters are initialised), so the model's own checks run on the options.
+    """
 
     name: str = "lsa"
     options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         check_choice("model.name", self.name, sorted(MODELS))
+        if not isinstance(self.options, dict):
+            raise ValueError(f"model.options must be a table/mapping, got {self.options!r}")
+        if "d" in self.options:
+            raise ValueError("model.options cannot set 'd': the environment's d is used")
+        allowed = _model_option_names(MODELS[self.name])
+        if allowed is not None:
+            unknown = sorted(set(self.options) - allowed)
+            if unknown:
+                raise ValueError(
+                    f"model.options: unknown option(s) {unknown} for model {self.name!r}; "
+                    f"allowed options are {sorted(allowed)}"
+                )
+        self.build(PROBE_D)
 
     def build(self, d: int):
         """The flax module for reward dimension ``d``."""
@@ -50,6 +88,8 @@ class ModelSpec:
             return make_model(self.name, d, **self.options)
         except TypeError as err:
             raise ValueError(f"model.options do not fit model {self.name!r}: {err}") from None
+        except ValueError as err:
+            raise ValueError(f"model.options: {err}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +126,9 @@ class TrainRunConfig:
         check_choice("method", self.method, METHODS)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        env = self.env.build()
+        self.model.build(env.d)
         if self.method == "direct":
-            env = self.env.build()
             if env.feedback != "full":
                 raise ValueError(
                     f"method 'direct' needs a full-information env, got {self.env.name!r}; "

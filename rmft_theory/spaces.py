@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rmft_theory.validation import check_positive_if_concrete
+
 SPACES = ("ball", "simplex", "unconstrained")
 
 
@@ -16,7 +18,13 @@ def check_space(space: str) -> str:
 
 
 def project_ball(x_D: jax.Array, radius: float) -> jax.Array:
-    """Projection onto ``B(0, radius)``: ``x · min(1, radius/‖x‖)``; safe (finite gradient) at 0."""
+    """Projection onto ``B(0, radius)``: ``x · min(1, radius/‖x‖)``; safe (finite gradient) at 0.
+
+    ``radius`` must be a finite number > 0; a Python or NumPy scalar is checked (ValueError
+    naming ``radius``) when the function is called or traced, a JAX array is not (it may be
+    a tracer).
+    """
+    check_positive_if_concrete("radius", radius)
     sq = jnp.sum(x_D * x_D)
     safe_norm = jnp.sqrt(jnp.where(sq > 0, sq, 1.0))
     scale = jnp.where(sq > radius * radius, radius / safe_norm, 1.0)

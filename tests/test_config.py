@@ -1,11 +1,14 @@
 """Config files: typed, frozen, validated; malformed input gives one line naming the field."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
+from rmft_theory.cli import main
 from rmft_theory.config import apply_overrides, from_dict, load, load_file, parse_override
 from rmft_theory.envs import GaussianFOL
+from rmft_theory.runs import ModelSpec, TrainRunConfig
 from rmft_theory.train import DirectTrainConfig
 
 
@@ -95,3 +98,64 @@ def test_override_syntax():
     with pytest.raises(ValueError, match="empty key"):
         parse_override("a..b=1")
     assert apply_overrides({"a": {"b": 1}}, ["a.c=[1, 2]"]) == {"a": {"b": 1, "c": [1, 2]}}
+
+
+MODEL_OVERRIDES = [
+    # The default model (LSA) takes only init_scale; unknown names are listed.
+    (["model.options.depth=0"], "model.options: unknown option(s) ['depth'] for model 'lsa'"),
+    (["model.options.init_scale=NaN"], "model.options: init_scale must be a finite number >= 0"),
+    (["model.options.init_scale=-1"], "model.options: init_scale must be a finite number >= 0"),
+    (["model.options.d=3"], "model.options cannot set 'd'"),
+    # The model's own checks run when the config is built.
+    (
+        ["model.name=linear-attention", "model.options.depth=0"],
+        "model.options: depth must be an integer >= 1, got 0",
+    ),
+    (
+        ["model.name=transformer", "model.options.heads=-2"],
+        "model.options: heads must be an integer >= 1, got -2",
+    ),
+    (
+        ["model.name=linear-attention", "model.options.algorithm=fft"],
+        "model.options: algorithm must be one of",
+    ),
+    (["model.name=no-such-model"], "model.name must be one of"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), MODEL_OVERRIDES)
+def test_model_options_are_validated_when_the_run_config_is_built(overrides, message):
+    with pytest.raises(ValueError) as info:
+        load(TrainRunConfig, None, overrides)
+    text = str(info.value)
+    assert message in text, text
+    assert "\n" not in text
+
+
+def test_valid_model_options_are_accepted():
+    cfg = load(TrainRunConfig, None, ["model.name=linear-attention", "model.options.depth=3"])
+    assert cfg.model.options == {"depth": 3}
+    assert cfg.model.build(cfg.env.build().d).depth == 3
+    assert ModelSpec("lsa", {"init_scale": 0.0}).build(4).init_scale == 0.0
+
+
+def test_model_spec_validates_on_construction():
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['dpeth'\]"):
+        ModelSpec("linear-attention", {"dpeth": 2})
+    with pytest.raises(ValueError, match=r"model\.options: width must be an integer >= 1"):
+        ModelSpec("transformer", {"width": 0})
+
+
+def test_the_shipped_configs_still_load():
+    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.*")):
+        load(TrainRunConfig, path)
+
+
+def test_cli_reports_bad_model_options_in_one_line(capsys):
+    code = main(["train", "--print-config", "--set", "model.options.init_scale=NaN"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        err
+        == "rmft train: error: model.options: init_scale must be a finite number >= 0, got nan\n"
+    )

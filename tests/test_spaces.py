@@ -57,3 +57,26 @@ def test_ball_projection(radius):
 def test_project_rejects_unknown_space():
     with pytest.raises(ValueError, match="space must be one of"):
         project(jnp.zeros(2), "cube")
+
+
+@pytest.mark.parametrize("radius", [-1.0, 0.0, float("nan"), float("inf"), np.float32(-2.0)])
+def test_ball_projection_rejects_a_bad_radius(radius):
+    # Before the check, radius = -1 gave [-0.6, -0.8]: a point outside any ball, silently.
+    with pytest.raises(ValueError, match="radius must be a finite number > 0"):
+        project_ball(jnp.array([3.0, 4.0]), radius)
+    with pytest.raises(ValueError, match="radius must be a finite number > 0"):
+        project(jnp.array([3.0, 4.0]), "ball", radius)
+    # A Python radius is checked at trace time as well.
+    with pytest.raises(ValueError, match="radius must be a finite number > 0"):
+        jax.jit(lambda x: project_ball(x, radius))(jnp.array([3.0, 4.0]))
+
+
+def test_ball_projection_takes_a_traced_radius_unchecked():
+    # A JAX-array radius may be a tracer (vmap over radii): it is not checked, and it works.
+    radii = jnp.array([0.5, 1.0, 10.0])
+    got = jax.vmap(project_ball, in_axes=(None, 0))(jnp.array([3.0, 4.0]), radii)
+    np.testing.assert_allclose(got, [[0.3, 0.4], [0.6, 0.8], [3.0, 4.0]], rtol=1e-6)
+
+
+def test_simplex_ignores_radius():
+    np.testing.assert_allclose(project(jnp.array([1.0, 1.0]), "simplex", -1.0), [0.5, 0.5])

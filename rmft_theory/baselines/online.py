@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from rmft_theory.spaces import check_space, project_ball
+from rmft_theory.validation import check_positive_if_concrete
 
 
 def prefix_sums(rewards_TxD: jax.Array) -> jax.Array:
@@ -25,12 +26,19 @@ def ftrl_policies(rewards: jax.Array, eta, radius: float | None = 1.0) -> jax.Ar
 
     Args:
       rewards: (T, d) reward sequence.
-      eta: scalar learning rate or (d, d) matrix W.
-      radius: ball radius ρ, or None for the unconstrained space.
+      eta: scalar learning rate (> 0) or (d, d) matrix W.
+      radius: ball radius ρ (> 0), or None for the unconstrained space.
 
     Returns:
       (T, d) policies.
+
+    A scalar ``eta`` and ``radius`` given as Python or NumPy numbers are checked (finite, > 0;
+    a ValueError names the parameter) when called or traced; JAX arrays are not, as they may
+    be tracers (``rmft.tune_eta`` passes η as a traced argument), nor is a matrix W.
     """
+    check_positive_if_concrete("eta", eta)
+    if radius is not None:
+        check_positive_if_concrete("radius", radius)
     S_prev = prefix_sums(rewards)
     eta = jnp.asarray(eta, dtype=S_prev.dtype)
     if eta.ndim == 0:
@@ -45,7 +53,11 @@ def ftrl_policies(rewards: jax.Array, eta, radius: float | None = 1.0) -> jax.Ar
 
 
 def hedge_policies(rewards: jax.Array, eta) -> jax.Array:
-    """Hedge (entropic FTRL on the simplex): ``π_t = softmax(η S_{t−1})``, ``π_1`` uniform."""
+    """Hedge (entropic FTRL on the simplex): ``π_t = softmax(η S_{t−1})``, ``π_1`` uniform.
+
+    ``eta`` > 0; checked as in :func:`ftrl_policies` (Python/NumPy scalars only, not JAX arrays).
+    """
+    check_positive_if_concrete("eta", eta)
     return jax.nn.softmax(jnp.asarray(eta) * prefix_sums(rewards), axis=-1)
 
 
@@ -53,9 +65,12 @@ def ftl_policies(rewards: jax.Array, space: str = "ball", radius: float = 1.0) -
     """Follow-the-leader: the best fixed action on ``S_{t−1}``.
 
     Ball: ``ρ S_{t−1}/‖S_{t−1}‖`` (0 when ``S_{t−1} = 0``). Simplex: the leading vertex, ties
-    split uniformly (so ``π_1`` is uniform).
+    split uniformly (so ``π_1`` is uniform). ``radius`` (> 0, ball only) is checked as in
+    :func:`ftrl_policies`.
     """
     check_space(space)
+    if space == "ball":
+        check_positive_if_concrete("radius", radius)
     S_prev = prefix_sums(rewards)
     if space == "ball":
         sq = jnp.sum(S_prev**2, axis=-1, keepdims=True)

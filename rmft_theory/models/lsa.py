@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rmft_theory.validation import check_nonnegative, check_positive_int
+
 
 def embed(rewards_TxD: jax.Array) -> jax.Array:
     """Token embeddings ``e_t = [R_t; 1]``, shape (T, d+1)."""
@@ -111,17 +113,29 @@ class LinearSelfAttention(nn.Module):
     """Flax module for THEORY §2; ``apply({'params': p}, rewards_TxD) -> g_TxD``.
 
     Attributes:
-      d: reward dimension.
+      d: reward dimension, an integer >= 1.
       init_scale: standard deviation of the Gaussian initialisation of V, K, Q around
         ``(0, I, I)``; the identity start puts κ = 1 so that training is not at the saddle
-        ``V = k = 0``.
+        ``V = k = 0``. A finite number >= 0: 0 is the deterministic start ``(0, I, I)``, still
+        off the saddle (κ = 1); a negative standard deviation has no meaning and NaN or ±inf
+        would make every parameter, and so every output and gradient, non-finite.
     """
 
     d: int
     init_scale: float = 0.1
 
+    def __post_init__(self):
+        check_positive_int("d", self.d)
+        check_nonnegative("init_scale", self.init_scale)
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, rewards_TxD: jax.Array) -> jax.Array:
+        if rewards_TxD.ndim != 2 or rewards_TxD.shape[-1] != self.d:
+            raise ValueError(
+                f"rewards_TxD must have shape (T, {self.d}) (one history; vmap to batch), "
+                f"got {rewards_TxD.shape}"
+            )
         E = self.d + 1
         normal = nn.initializers.normal(self.init_scale)
 
