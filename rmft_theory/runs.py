@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rmft_theory.checkpoint import load_checkpoint, save_checkpoint
+from rmft_theory.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from rmft_theory.envs.gaussian import GaussianFOL
 from rmft_theory.envs.registry import ENVS, as_environment, make_env
 from rmft_theory.io import environment_info, load_json, save_json, save_npz, to_jsonable
@@ -160,6 +161,7 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
     env = _plain(config.env.build())
     model = config.model.build(env.d)
     seeds = Seeds.from_seed(config.seed)
+    check_resumable_config(out, config)
     save_json(out / "config.json", config)
     lsa_gaussian = config.model.name == "lsa" and isinstance(env, GaussianFOL)
     W_star = None
@@ -185,6 +187,14 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
             quiet=quiet,
         )
         params, curves = result.params, result.history
+        # Every iteration's wall time, resumed sessions' included (this session's alone
+        # would read 0 for a finished run that is run again), and the compile time of the
+        # session that compiled (a session with no iteration left compiles nothing).
+        timings = result.timings._replace(run_s=float(np.sum(result.history.get("seconds", 0.0))))
+        if timings.compile_s == 0.0 and (out / "result.json").exists():
+            timings = timings._replace(
+                compile_s=float(load_json(out / "result.json").get("compile_s") or 0.0)
+            )
         summary = {
             "final": {
                 k: np.asarray(v)[-1] for k, v in curves.items() if np.ndim(np.asarray(v)[-1]) == 0
@@ -192,7 +202,6 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
             "base": result.base,
             "reference": {k: v for k, v in result.reference.items() if np.ndim(v) == 0},
         }
-        timings = result.timings
     save_npz(out / "curves.npz", **{k: np.asarray(v) for k, v in curves.items()})
     mix = config.filter.uniform_mix if config.method == "filter" else 0.0
     save_model(out, params, config.model, config.env, *config.space, uniform_mix=mix)
@@ -207,6 +216,30 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
     }
     save_json(out / "result.json", summary)
     return to_jsonable(summary)
+
+
+def _resume_settings(config_json: dict) -> dict:
+    """The parts of a saved config that a filter checkpoint must match: all but
+    ``filter.finetune_form``, which :func:`rmft_theory.rmft.run_filter` lets a run resume in
+    either form."""
+    settings = json.loads(json.dumps(config_json))
+    settings.get("filter", {}).pop("finetune_form", None)
+    return settings
+
+
+def check_resumable_config(out: Path, config: TrainRunConfig) -> None:
+    """Refuse to overwrite ``out/config.json`` when ``out`` holds a filter checkpoint of a run
+    with other settings (the checkpoint would refuse to resume anyway, after the file was
+    rewritten to describe a run that never happened)."""
+    out = Path(out)
+    saved = out / "config.json"
+    if not (saved.exists() and has_checkpoint(out / "checkpoint")):
+        return
+    if _resume_settings(load_json(saved)) != _resume_settings(to_jsonable(config)):
+        raise ValueError(
+            f"out {str(out)!r} holds a run with different settings (its config.json and "
+            "checkpoint); use another --out folder or delete it"
+        )
 
 
 def save_model(

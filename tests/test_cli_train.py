@@ -77,6 +77,22 @@ def test_filter_run_from_a_toml_file(tmp_path):
     curves = np.load(out / "curves.npz")
     assert curves["w_eff_rel_error"].shape == (2,)
     assert (out / "checkpoint" / "checkpoint.json").exists()
+    first = json.loads((out / "result.json").read_text())
+    assert first["run_s"] > 0 and first["compile_s"] > 0
+
+    # Run again: nothing is left to do, and the timings still describe the whole run (the
+    # iterations' saved wall times, the compiling session's compile time), not 0.
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    again = json.loads((out / "result.json").read_text())
+    assert again["run_s"] == pytest.approx(first["run_s"], rel=1e-9)
+    assert again["compile_s"] == first["compile_s"]
+
+    # Other settings into the same folder: refused before config.json is rewritten.
+    saved = (out / "config.json").read_text()
+    other = cfg.read_text().replace("iterations = 2", "iterations = 3")
+    cfg.write_text(other)
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 2
+    assert (out / "config.json").read_text() == saved
 
 
 MALFORMED = [
