@@ -45,9 +45,12 @@ class DirectTrainConfig:
         the other sequences of the batch (a control variate independent of the sequence, see
         :func:`rmft_theory.objectives.squared_regret_loss`: unbiased for the plain gradient on
         zero-mean tasks); ``"none"`` uses the plain estimator. Regret-loss only.
-      antithetic: pair every sequence R with its mirror ``2μ − R`` (same law for Gaussian
-        rewards). The odd and even parts of the model (THEORY §3) then decouple exactly within
-        each batch, which removes the cross-term gradient noise without changing the objective.
+      antithetic: pair every sequence R with its mirror ``2μ − R`` (``μ`` the task's mean table
+        ``μ_t``, so time-varying means are mirrored round by round). The mirror has the law of R
+        only for noise symmetric about its mean, so the environment must declare
+        ``symmetric_noise = True`` (see :func:`check_full_information`). The odd and even parts
+        of the model (THEORY §3) then decouple exactly within each batch, which removes the
+        cross-term gradient noise without changing the objective.
     """
 
     objective: str = "imitation"
@@ -104,9 +107,9 @@ def sample_batch(
     """A fresh batch of ``batch_size`` tasks with one reward sequence each, (B, T, d).
 
     ``env`` is a :class:`GaussianFOL` or any registered full-information environment. With
-    ``antithetic`` (Gaussian environments only: the mirror has the same law only for symmetric
-    noise), the second half of the batch mirrors the first around the task means,
-    ``R' = 2μ − R``.
+    ``antithetic`` (environments with ``symmetric_noise = True`` only: the mirror has the same
+    law only for symmetric noise), the second half of the batch mirrors the first around the
+    task's mean table, ``R'_t = 2μ_t − R_t`` round by round (so time-varying means are fine).
     """
     check_full_information(env, antithetic)
     n = batch_size // 2 if antithetic else batch_size
@@ -123,16 +126,24 @@ def sample_batch(
 
 
 def check_full_information(env, antithetic: bool = False) -> None:
-    """Direct training needs full-information rewards; antithetic pairs need Gaussian ones."""
-    feedback = getattr(env_registry.as_environment(env), "feedback", "full")
+    """Direct training needs full-information rewards; antithetic pairs need symmetric noise.
+
+    An environment declares the class attribute ``symmetric_noise: ClassVar[bool]`` to say that,
+    given the task, ``R_t − μ_t`` has the same law as ``μ_t − R_t`` (jointly over all rounds
+    and coordinates): then the mirror ``2μ − R`` is another draw of the same task, and the
+    antithetic pairs leave the objective unchanged. Without the attribute it counts as False.
+    """
+    env = env_registry.as_environment(env)
+    feedback = getattr(env, "feedback", "full")
     if feedback != "full":
         raise ValueError(
             f"env must give full-information feedback for direct training, got {feedback!r}"
         )
-    if antithetic and not isinstance(env, GaussianFOL):
+    if antithetic and not getattr(env, "symmetric_noise", False):
         raise ValueError(
-            f"antithetic must be false for the non-Gaussian env {type(env).__name__} "
-            "(the mirror 2μ − R has the same law only for symmetric noise)"
+            f"antithetic must be false for env {type(env).__name__}, whose class does not set "
+            "symmetric_noise = True (the mirror 2μ − R has the same law as R only for noise "
+            "symmetric about its mean)"
         )
 
 

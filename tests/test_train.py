@@ -1,17 +1,26 @@
 """Direct training (THEORY §3 objectives): convergence to W*, determinism, no recompilation."""
 
+import dataclasses
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rmft_theory.envs import GaussianFOL
+from rmft_theory.envs import GaussianFOL, make_env, registry
 from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model, params_from_weights
 from rmft_theory.objectives import imitation_loss, squared_regret_loss
 from rmft_theory.theory import eta_star, ftrl_weights
 from rmft_theory.theory_path import train_theory
-from rmft_theory.train import DirectTrainConfig, init_state, make_train_step, sample_batch
+from rmft_theory.train import (
+    DirectTrainConfig,
+    check_full_information,
+    init_state,
+    make_train_step,
+    sample_batch,
+)
 
 ENV = GaussianFOL(d=2, horizon=10)
 
@@ -59,6 +68,65 @@ def test_antithetic_batch_mirrors_around_the_mean():
     # Pairs (i, i+4) average to their shared task mean, which is constant over t.
     mid = 0.5 * (batch[:4] + batch[4:])
     np.testing.assert_allclose(mid, jnp.broadcast_to(mid[:, :1], mid.shape), atol=1e-6)
+
+
+def test_antithetic_mirror_follows_a_time_varying_mean():
+    # linear-trend-fol: μ_t changes with t, so the mirror must be 2μ_t − R_t round by round.
+    env = make_env("linear-trend-fol", d=3, horizon=7, sigma=0.5)
+    kt, kr = jax.random.split(jax.random.key(1))
+    batch = sample_batch(kt, kr, env, 8, antithetic=True)
+    tasks = jax.vmap(env.sample_task)(jax.random.split(kt, 4))
+    means = jax.vmap(env.mean_rewards)(tasks)
+    assert not np.allclose(means[:, 0], means[:, -1])  # the trend does move
+    # The first half is the plain batch of 4; the second half its mirror around μ_t.
+    np.testing.assert_array_equal(batch[:4], sample_batch(kt, kr, env, 4, antithetic=False))
+    np.testing.assert_allclose(batch[4:], 2 * means - batch[:4], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "name", ["gaussian-fol", "linear-trend-fol", "sine-fol", "alternating-fol"]
+)
+def test_antithetic_is_accepted_for_symmetric_noise(name):
+    env = make_env(name, horizon=5) if name == "alternating-fol" else make_env(name, d=2, horizon=5)
+    assert registry.as_environment(env).symmetric_noise is True
+    check_full_information(env, antithetic=True)
+    kt, kr = jax.random.split(jax.random.key(2))
+    assert sample_batch(kt, kr, env, 8, antithetic=True).shape == (8, 5, 2)
+
+
+def test_antithetic_is_rejected_for_skewed_or_undeclared_noise():
+    env = make_env("bernoulli-fol", d=2, horizon=5)
+    check_full_information(env, antithetic=False)
+    with pytest.raises(
+        ValueError, match=r"antithetic must be false .*BernoulliFOL.*symmetric_noise"
+    ):
+        check_full_information(env, antithetic=True)
+
+    # A user's env that does not declare symmetric_noise counts as False.
+    undeclared = Undeclared(d=2, horizon=5)
+    keys = jax.random.split(jax.random.key(0))
+    with pytest.raises(ValueError, match="Undeclared, whose class does not set symmetric_noise"):
+        sample_batch(*keys, undeclared, 8, antithetic=True)
+    assert sample_batch(*keys, undeclared, 8).shape == (8, 5, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Undeclared:
+    """A minimal full-information env without ``symmetric_noise``."""
+
+    d: int
+    horizon: int
+    feedback: ClassVar[str] = "full"
+    stationary: ClassVar[bool] = True
+
+    def sample_task(self, key):
+        return jax.random.uniform(key, (self.d,))
+
+    def mean_rewards(self, task):
+        return jnp.broadcast_to(task, (self.horizon, self.d))
+
+    def sample_rewards(self, key, task):
+        return task[None, :] + jax.random.exponential(key, (self.horizon, self.d)) - 1.0
 
 
 def test_objectives_at_the_closed_form():

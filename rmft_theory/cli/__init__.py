@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Each module defines ``add_parser(subparsers)``, which registers a parser whose ``func``
@@ -32,10 +33,45 @@ def build_parser() -> argparse.ArgumentParser:
         "run has to itself: see rmft_theory.runtime; not for bench, whose benchmarks run in "
         "their own processes)",
     )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import the Python module MODULE (from the current directory or sys.path) before "
+        "running the command, so that its register_env / register_model calls are visible; "
+        "repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser
+
+
+class PluginImportError(Exception):
+    """A module named by ``--import`` could not be imported."""
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import each of ``modules`` in order, with the current directory on ``sys.path``.
+
+    The ``rmft`` script's ``sys.path`` starts at its own folder, not the current directory, so
+    that is added (at the end, once) for a user's ``mymodule.py`` next to their configs. Any
+    exception the import raises becomes one :class:`PluginImportError` line naming the module.
+    """
+    if not modules:
+        return
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # any failure in the user's module, reported as one line
+            detail = " ".join(str(err).split())
+            what = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+            raise PluginImportError(f"--import {name}: {what}") from err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark runs in its own; they time JAX pinned and unpinned themselves",
             file=sys.stderr,
         )
+        return 2
+    try:
+        import_plugins(args.imports)
+    except PluginImportError as err:
+        print(f"rmft: error: {err}", file=sys.stderr)
         return 2
     if args.pin_xla_threads:
         from rmft_theory.runtime import pin_xla_threads

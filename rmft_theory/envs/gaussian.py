@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import cached_property
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,8 @@ class GaussianFOL:
         (``μ ~ N(0, mean_scale² I)`` per task).
       mean: the fixed mean (d values), for ``mean_kind="fixed"``.
       mean_scale: standard deviation of random task means.
+      symmetric_noise: (class attribute) True: given the task, ``R_t − μ`` has the law of
+        ``μ − R_t`` (Gaussian noise), so direct training may pair R with its mirror ``2μ − R``.
     """
 
     d: int
@@ -45,6 +48,8 @@ class GaussianFOL:
     mean_kind: str = "zero"
     mean: tuple = ()
     mean_scale: float = 0.0
+
+    symmetric_noise: ClassVar[bool] = True
 
     def __post_init__(self):
         check_positive_int("d", self.d)

@@ -4,7 +4,11 @@ that the non-stationary bandits share.
 Every environment here and in :mod:`rmft_theory.envs.bandits` is a frozen, validated dataclass
 with ``d``, ``horizon``, the class attributes ``feedback`` (``"full"`` or ``"bandit"``) and
 ``stationary``, the properties ``reward_range`` and ``reward_scale``, and three pure methods
-that act on one task and one sequence (batch them with ``jax.vmap`` over keys and tasks):
+that act on one task and one sequence (batch them with ``jax.vmap`` over keys and tasks).
+A full-information environment may also set the class attribute ``symmetric_noise``: True
+when, given the task, ``R_t − μ_t`` has the same law as ``μ_t − R_t`` (jointly over rounds
+and coordinates), which lets direct training pair every sequence with its mirror ``2μ − R``
+(:class:`rmft_theory.train.DirectTrainConfig`'s ``antithetic``); left out, it counts as False.
 
 * ``sample_task(key) -> task``: the per-task parameters, a pytree of arrays;
 * ``mean_rewards(task) -> (T, d)``: the means ``μ_t = E[R_t]``;
@@ -157,6 +161,7 @@ class GaussianFOLEnv(GaussianFOL):
 
     feedback: ClassVar[str] = "full"
     stationary: ClassVar[bool] = True
+    symmetric_noise: ClassVar[bool] = True  # Gaussian noise around the mean
 
     @property
     def reward_range(self) -> tuple[float, float]:
@@ -196,6 +201,7 @@ class LinearTrendFOL:
 
     feedback: ClassVar[str] = "full"
     stationary: ClassVar[bool] = False
+    symmetric_noise: ClassVar[bool] = True  # Gaussian noise around the mean curve
 
     def __post_init__(self):
         check_positive_int("d", self.d)
@@ -245,6 +251,7 @@ class SineFOL:
 
     feedback: ClassVar[str] = "full"
     stationary: ClassVar[bool] = False
+    symmetric_noise: ClassVar[bool] = True  # Gaussian noise around the mean curve
 
     def __post_init__(self):
         check_positive_int("d", self.d)
@@ -299,6 +306,7 @@ class AlternatingFOL:
 
     feedback: ClassVar[str] = "full"
     stationary: ClassVar[bool] = False
+    symmetric_noise: ClassVar[bool] = True  # Gaussian noise (or none) around the sequence
 
     def __post_init__(self):
         check_positive_int("d", self.d)
@@ -352,6 +360,7 @@ class BernoulliFOL:
 
     feedback: ClassVar[str] = "full"
     stationary: ClassVar[bool] = True
+    symmetric_noise: ClassVar[bool] = False  # Bernoulli noise is skewed unless p = 1/2
 
     def __post_init__(self):
         check_positive_int("d", self.d)
