@@ -32,7 +32,7 @@ from rmft_theory.io import load_json, load_npz, save_json, save_npz
 from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model, params_from_weights
 from rmft_theory.plotting import savefig, script_main, subplots
-from rmft_theory.reproduce import unit, units_dir
+from rmft_theory.reproduce import fingerprint, unit, units_dir
 from rmft_theory.rmft import FilterConfig, apply_function, run_filter
 
 NAME = "fig_bandits"
@@ -121,11 +121,25 @@ def configs(quick: bool) -> dict[str, FilterConfig]:
     }
 
 
+def _unit_settings(env_name: str, model_name: str | None, cfg: FilterConfig | None) -> dict:
+    """What a unit's result depends on beyond the mode (the evaluation size follows the mode)."""
+    return {
+        "env": ENVS[env_name],
+        "model": MODELS[model_name] if model_name else None,
+        "config": cfg,
+        "eval_seed": EVAL_SEED,
+    }
+
+
 def _train_and_evaluate(env_name: str, model_name: str, cfg: FilterConfig, fig_dir: Path, quick):
-    """Run the filter (checkpointed, so an interrupted run resumes) and evaluate the result."""
+    """Run the filter (checkpointed, so an interrupted run resumes) and evaluate the result.
+
+    The checkpoint's folder is named by the unit's fingerprint, so that a run with other settings
+    (or in the other mode) starts its own instead of meeting one it may not resume."""
     env = ENVS[env_name]
     model = make_model(model_name, D, **MODELS[model_name])
     seeds = Seeds.from_seed(0)
+    settings = _unit_settings(env_name, model_name, cfg)
     params = (
         params_from_weights(jnp.zeros((D, D)))  # W_eff = 0: uniform play, like the Transformer
         if model_name == "lsa"
@@ -137,7 +151,8 @@ def _train_and_evaluate(env_name: str, model_name: str, cfg: FilterConfig, fig_d
         cfg,
         seeds,
         params=params,
-        checkpoint_dir=units_dir(fig_dir, NAME) / f"checkpoint_{env_name}_{model_name}",
+        checkpoint_dir=units_dir(fig_dir, NAME)
+        / f"checkpoint_{env_name}_{model_name}_{fingerprint(quick, settings)[:12]}",
         quiet=quick,
         desc=f"{env_name}/{model_name}",
     )
@@ -225,6 +240,8 @@ def compute(fig_dir: Path, quick: bool) -> None:
                 lambda e=env_name, m=model_name, c=cfg: _train_and_evaluate(
                     e, m, c, fig_dir, quick
                 ),
+                quick=quick,
+                settings=_unit_settings(env_name, model_name, cfg),
             )
             per_policy[model_name] = u
             arrays[f"{env_name}__{model_name}__hist"] = u["hist_heldout_regret"]
@@ -240,7 +257,14 @@ def compute(fig_dir: Path, quick: bool) -> None:
                 "compile_s": float(u["compile_s"]),
                 "run_s": float(u["run_s"]),
             }
-        b = unit(fig_dir, NAME, f"{env_name}__baselines", lambda e=env_name: _baselines(e, quick))
+        b = unit(
+            fig_dir,
+            NAME,
+            f"{env_name}__baselines",
+            lambda e=env_name: _baselines(e, quick),
+            quick=quick,
+            settings=_unit_settings(env_name, None, None),
+        )
         for name in bandit_filter.baselines(env):
             per_policy[name] = {
                 k.split("__", 1)[1]: v for k, v in b.items() if k.startswith(f"{name}__")

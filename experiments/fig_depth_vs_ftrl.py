@@ -256,7 +256,14 @@ def compute(fig_dir: Path, quick: bool) -> None:
     """One resumable unit per (model, method, seed) and one for the references; then the table."""
     s = settings(quick)
     eval_set = _eval_set(s["eval_sequences"])
-    ref = unit(fig_dir, NAME, f"references_n{s['eval_sequences']}", lambda: _references(eval_set))
+    ref = unit(
+        fig_dir,
+        NAME,
+        f"references_n{s['eval_sequences']}",
+        lambda: _references(eval_set),
+        quick=quick,
+        settings={"env": ENV, "eval_seed": EVAL_SEED, "n": s["eval_sequences"]},
+    )
     arrays = {f"ref__{k}": v for k, v in ref.items()}
     table = {}
     for model_name in s["models"]:
@@ -275,6 +282,14 @@ def compute(fig_dir: Path, quick: bool) -> None:
                     NAME,
                     tag,
                     lambda m=model_name, me=method, sd=seed: _train(m, me, sd, s, eval_set),
+                    quick=quick,
+                    settings={
+                        "env": ENV,
+                        "model": MODELS[model_name],
+                        "config": s["filter" if method == "filter" else "direct"],
+                        "eval_seed": EVAL_SEED,
+                        "n": s["eval_sequences"],
+                    },
                 )
                 if not bool(u["finite"]):
                     warnings.warn(f"{tag}: non-finite parameters (diverged)", stacklevel=1)

@@ -41,7 +41,7 @@ from rmft_theory.io import load_json, load_npz, save_json, save_npz
 from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model
 from rmft_theory.plotting import plt, savefig, script_main
-from rmft_theory.reproduce import unit, units_dir
+from rmft_theory.reproduce import fingerprint, unit, units_dir
 from rmft_theory.transfer import (
     SimplexTrainConfig,
     evaluation_tables,
@@ -107,13 +107,26 @@ def _model(spec):
     return model, (lambda p, r: model.apply({"params": p}, r))
 
 
+def _train_settings(spec) -> dict:
+    """What a trained model depends on (beyond the mode): its spec and the training tasks."""
+    return {"spec": spec, "train_env": TRAIN_ENV, "seed": 0}
+
+
+def _model_dir(fig_dir: Path, name: str, spec, quick: bool) -> Path:
+    """The trained parameters' folder, named by the training unit's fingerprint (so that a model
+    trained in the other mode or with other settings is never loaded in its place)."""
+    return (
+        units_dir(fig_dir, NAME) / f"model_{name}_{fingerprint(quick, _train_settings(spec))[:12]}"
+    )
+
+
 def _train(fig_dir: Path, name: str, spec, quick: bool) -> dict:
     """Train one model directly and checkpoint its parameters beside the unit."""
     model, apply_fn = _model(spec)
     seeds = Seeds.from_seed(0)
     params = model.init(seeds.key("init"), jnp.zeros((T, D)))["params"]
     result = train_simplex_regret(apply_fn, params, TRAIN_ENV, spec[2], seeds, quiet=quick)
-    save_checkpoint(units_dir(fig_dir, NAME) / f"model_{name}", result.params, 0, {})
+    save_checkpoint(_model_dir(fig_dir, name, spec, quick), result.params, 0, {})
     return {
         "losses": result.losses,
         "compile_s": result.timings.compile_s,
@@ -157,11 +170,16 @@ def compute(fig_dir: Path, quick: bool) -> None:
     arrays = {}
     for name, spec in specs.items():
         u = unit(
-            fig_dir, NAME, f"train_{name}", lambda n=name, s=spec: _train(fig_dir, n, s, quick)
+            fig_dir,
+            NAME,
+            f"train_{name}",
+            lambda n=name, s=spec: _train(fig_dir, n, s, quick),
+            quick=quick,
+            settings=_train_settings(spec),
         )
         model, apply_fn = _model(spec)
         template = model.init(jax.random.key(0), jnp.zeros((T, D)))["params"]
-        params, _ = load_checkpoint(units_dir(fig_dir, NAME) / f"model_{name}", template)
+        params, _ = load_checkpoint(_model_dir(fig_dir, name, spec, quick), template)
         trained[name] = (apply_fn, params)
         arrays[f"train_{name}__losses"] = u["losses"]
         summary["models"][name] = {
@@ -173,7 +191,19 @@ def compute(fig_dir: Path, quick: bool) -> None:
             "run_s": float(u["run_s"]),
         }
     for setting, (group, env) in SETTINGS.items():
-        u = unit(fig_dir, NAME, f"eval_{setting}", lambda s=setting: _evaluate(s, trained, quick))
+        u = unit(
+            fig_dir,
+            NAME,
+            f"eval_{setting}",
+            lambda s=setting: _evaluate(s, trained, quick),
+            quick=quick,
+            settings={
+                "env": env,
+                "seed_index": list(SETTINGS).index(setting),
+                "mix": MIX,
+                "models": {n: _train_settings(spec) for n, spec in specs.items()},
+            },
+        )
         anchors = [a for a in ("uniform", "ftl") if f"{a}__final" in u]
         anchor = max(anchors, key=lambda a: float(np.mean(u[f"{a}__final"])))
         entry = {

@@ -199,12 +199,15 @@ def compute(fig_dir: Path, quick: bool) -> None:
         slug = {m: f"{model_name.replace(' ', '_')}__lr{lrs[m]:g}__{settings_tag}" for m in lrs}
         table[model_name] = {"learning_rate": lrs, "filter": [], "regret-loss": []}
         per_method = {"filter": [], "regret-loss": []}
+        common = {"env": ENV, "model": MODELS[model_name], "eval_seed": EVAL_SEED, "n": s["n"]}
         for seed in s["seeds"]:
             u = unit(
                 fig_dir,
                 NAME,
                 f"{slug['filter']}__filter_N{c.iterations}__s{seed}",
                 lambda m=model_name, sd=seed: _filter_run(m, sd, s, eval_set),
+                quick=quick,
+                settings={**common, "filter": c},
             )
             per_method["filter"].append(u)
             points = []
@@ -215,6 +218,8 @@ def compute(fig_dir: Path, quick: bool) -> None:
                         NAME,
                         f"{slug['regret-loss']}__regret-loss_steps{steps}__s{seed}",
                         lambda m=model_name, st=steps, sd=seed: _direct_run(m, st, sd, s, eval_set),
+                        quick=quick,
+                        settings={**common, "batch": c.tasks, "chunk": s["chunk"]},
                     )
                 )
             per_method["regret-loss"].append(

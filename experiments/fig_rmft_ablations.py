@@ -120,7 +120,7 @@ def settings(quick: bool) -> dict:
     }
 
 
-def _run(fig_dir, env_name: str, config: FilterConfig, seed: int = 0) -> dict:
+def _run(fig_dir, quick: bool, env_name: str, config: FilterConfig, seed: int = 0) -> dict:
     """One filter run as a resumable unit, named by its settings (equal settings share it)."""
     c = config
     tag = (
@@ -133,7 +133,8 @@ def _run(fig_dir, env_name: str, config: FilterConfig, seed: int = 0) -> dict:
         out = filter_experiment(ENVS[env_name], config, seed, desc=tag)
         return {k: out[k] for k in KEYS if k in out}
 
-    return unit(fig_dir, NAME, tag, go)
+    settings = {"env": ENVS[env_name], "config": config, "seed": seed, "keys": KEYS}
+    return unit(fig_dir, NAME, tag, go, quick=quick, settings=settings)
 
 
 def _one_shot(config: FilterConfig) -> FilterConfig:
@@ -158,10 +159,10 @@ def compute(fig_dir: Path, quick: bool) -> None:
     }
     summary["a"] = {}
     for label in s["variants"]:
-        u = _run(fig_dir, "zero", variants[label])
+        u = _run(fig_dir, quick, "zero", variants[label])
         arrays[f"a__{label}"] = u["hist_w_eff_rel_error"]
         summary["a"][label] = float(u["hist_w_eff_rel_error"][-1])
-    u = _run(fig_dir, "zero", _one_shot(ball))
+    u = _run(fig_dir, quick, "zero", _one_shot(ball))
     arrays["a__one iteration"] = u["hist_w_eff_rel_error"]
     arrays["a__base"] = u["base_w_eff_rel_error"]
     summary["a"]["one iteration"] = float(u["hist_w_eff_rel_error"][-1])
@@ -169,7 +170,7 @@ def compute(fig_dir: Path, quick: bool) -> None:
     # (b) one vs many on the simplex with sampled actions (held-out regret / Hedge).
     summary["b"] = {}
     for label, cfg in (("many iterations", simplex), ("one iteration", _one_shot(simplex))):
-        u = _run(fig_dir, "random", cfg)
+        u = _run(fig_dir, quick, "random", cfg)
         ratio = u["hist_heldout_regret"] / u["ref_hedge_best_eta_regret"]
         arrays[f"b__{label}"] = ratio
         arrays["b__base"] = u["base_heldout_regret"] / u["ref_hedge_best_eta_regret"]
@@ -181,7 +182,7 @@ def compute(fig_dir: Path, quick: bool) -> None:
             continue
         summary[panel] = {}
         for label in s["selections"]:
-            u = _run(fig_dir, env_name, dataclasses.replace(ball, **SELECTIONS[label]))
+            u = _run(fig_dir, quick, env_name, dataclasses.replace(ball, **SELECTIONS[label]))
             if env_name == "zero":
                 y = u["hist_w_eff_rel_error"]
             else:
@@ -196,7 +197,7 @@ def compute(fig_dir: Path, quick: bool) -> None:
         for j, L in enumerate(Ls):
             if k > L:
                 continue
-            u = _run(fig_dir, "random", dataclasses.replace(simplex, keep=k, rollouts=L))
+            u = _run(fig_dir, quick, "random", dataclasses.replace(simplex, keep=k, rollouts=L))
             grid[i, j] = u["hist_heldout_regret"][-1] / u["ref_hedge_best_eta_regret"]
     arrays["e__grid"] = grid
     arrays["e__rollouts"] = np.asarray(Ls)

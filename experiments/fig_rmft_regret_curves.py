@@ -115,6 +115,8 @@ def compute(fig_dir: Path, quick: bool) -> None:
             lambda env=env, name=name: filter_experiment(
                 env, cfgs[name], seed=0, eval_tasks=eval_tasks, quiet=quick, desc=name
             ),
+            quick=quick,
+            settings={"env": env, "config": cfgs[name], "seed": 0, "eval_tasks": eval_tasks},
         )
         arrays[f"{name}__base_curve"] = u["base_heldout_curve"]
         arrays[f"{name}__iteration_curves"] = u["hist_heldout_curve"]

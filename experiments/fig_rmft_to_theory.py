@@ -80,7 +80,7 @@ def settings(quick: bool) -> dict:
     }
 
 
-def _run(fig_dir, config, seed, start="base"):
+def _run(fig_dir, quick: bool, config, seed, start="base"):
     """One filter run as a resumable unit, named by its settings (equal settings share it)."""
     c = config
     tag = (
@@ -96,7 +96,8 @@ def _run(fig_dir, config, seed, start="base"):
         out = filter_experiment(ENV, config, seed, params=params, desc=tag)
         return {k: out[k] for k in KEYS}
 
-    return unit(fig_dir, NAME, tag, go)
+    settings = {"env": ENV, "config": config, "seed": seed, "start": start, "keys": KEYS}
+    return unit(fig_dir, NAME, tag, go, quick=quick, settings=settings)
 
 
 def compute(fig_dir: Path, quick: bool) -> None:
@@ -111,7 +112,7 @@ def compute(fig_dir: Path, quick: bool) -> None:
     for noise, cfg in runs.items():
         finals = {k: [] for k in ("rel_error", "projection", "norm_ratio", "diag_ratio")}
         for seed in s["seeds"]:
-            u = _run(fig_dir, cfg, seed)
+            u = _run(fig_dir, quick, cfg, seed)
             for k in ("w_eff_rel_error", "w_eff_projection"):
                 arrays[f"{noise}__s{seed}__{k}"] = np.concatenate(
                     [u[f"base_{k}"][None], u[f"hist_{k}"]]
@@ -126,7 +127,7 @@ def compute(fig_dir: Path, quick: bool) -> None:
             "final_max_rel_error": float(np.max(finals["rel_error"])),
         }
     # Per-step exploration started exactly at FTRL: does it stay there?
-    u = _run(fig_dir, runs["per-step"], 0, start="W_star")
+    u = _run(fig_dir, quick, runs["per-step"], 0, start="W_star")
     arrays["W_star"] = u["W_star"]
     for k in ("w_eff_rel_error", "w_eff_projection"):
         arrays[f"per-step-from-W_star__s0__{k}"] = np.concatenate(
@@ -143,7 +144,7 @@ def compute(fig_dir: Path, quick: bool) -> None:
             if cfg.keep > cfg.rollouts:
                 errs.append(float("nan"))
                 continue
-            u = _run(fig_dir, cfg, 0)
+            u = _run(fig_dir, quick, cfg, 0)
             errs.append(float(u["hist_w_eff_rel_error"][-1]))
         arrays[f"sweep__{param}__values"] = np.asarray(values, dtype=float)
         arrays[f"sweep__{param}__rel_error"] = np.asarray(errs)

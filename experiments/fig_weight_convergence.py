@@ -72,7 +72,14 @@ def compute(fig_dir: Path, quick: bool) -> None:
                         **{k: s[k] for k in keep},
                     }
 
-                u = unit(fig_dir, NAME, tag, run)
+                u = unit(
+                    fig_dir,
+                    NAME,
+                    tag,
+                    run,
+                    quick=quick,
+                    settings={"env": env, "config": cfgs[objective], "seed": seed},
+                )
                 arrays[f"{tag}__rel_error_curve"] = u["curve_rel_error"]
                 arrays[f"{tag}__W_eff"] = u["W_eff"]
                 arrays[f"{case}__W_star"] = u["W_star"]

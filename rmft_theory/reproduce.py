@@ -10,20 +10,28 @@ An experiment module defines two functions:
 
 A unit's arrays are saved atomically as ``fig_dir/units/<name>/<unit>.npz`` once computed; a
 rerun after an interruption (even ``kill -9``) loads finished units instead of recomputing them.
+Each saved unit carries a fingerprint of the mode (quick or full) and of the settings its caller
+passes (:func:`fingerprint`); a unit saved with another fingerprint, or with none (saved before
+fingerprints existed), is stale and is computed again. Likewise a finished experiment is skipped
+only while its mode and its script's contents are those it was computed with.
 """
 
 from __future__ import annotations
 
+import contextvars
+import hashlib
 import importlib.util
+import json
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from rmft_theory.io import load_json, load_npz, save_json, save_npz
+from rmft_theory.io import load_json, load_npz, save_json, save_npz, to_jsonable
 
 
 def repo_root() -> Path:
@@ -67,16 +75,85 @@ def units_dir(fig_dir: Path, experiment: str) -> Path:
     return Path(fig_dir) / "units" / experiment
 
 
+# The mode of the reproduction in progress (set by :func:`run_all`), for units whose caller does
+# not pass ``quick`` itself; None outside a reproduction.
+_RUN_QUICK: contextvars.ContextVar[bool | None] = contextvars.ContextVar("_RUN_QUICK", default=None)
+
+FINGERPRINT_KEY = "_unit_fingerprint"
+"""The array in a unit's ``.npz`` that holds its fingerprint (a reserved name)."""
+
+
+def fingerprint(quick: bool | None, settings=None) -> str:
+    """SHA-256 (hex) of the mode and ``settings``: dataclasses, tuples and arrays are converted
+    by :func:`rmft_theory.io.to_jsonable`, then encoded as JSON with sorted keys."""
+    try:
+        text = json.dumps(
+            {"quick": quick, "settings": to_jsonable(settings)},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+    except TypeError as err:
+        raise TypeError(f"unit settings must be JSON-able: {err}") from None
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _load_unit(path: Path, want: str) -> tuple[dict[str, np.ndarray] | None, str]:
+    """The unit saved at ``path`` when its fingerprint is ``want``, else None and why not."""
+    if not path.exists():
+        return None, "missing"
+    try:
+        arrays = load_npz(path)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None, "unreadable"
+    saved = arrays.pop(FINGERPRINT_KEY, None)
+    if saved is None:
+        return None, "saved without a fingerprint"
+    if str(saved) != want:
+        return None, "mode or settings changed"
+    return arrays, "cached"
+
+
 def unit(
-    fig_dir: Path, experiment: str, name: str, compute_fn: Callable[[], dict]
+    fig_dir: Path,
+    experiment: str,
+    name: str,
+    compute_fn: Callable[[], dict],
+    *,
+    quick: bool | None = None,
+    settings=None,
 ) -> dict[str, np.ndarray]:
-    """Return the saved arrays of unit ``name``, computing and saving them first if missing."""
+    """Return the saved arrays of unit ``name``, computing and saving them first if missing or
+    stale.
+
+    ``quick``: the mode (default: that of the :func:`run_all` in progress). ``settings``: a
+    JSON-able value (dataclasses allowed) holding everything the result depends on beyond the
+    mode; a saved unit is reused only when both match what it was saved with. Prints one line to
+    stderr when the unit is reused and two (start, and end with seconds) when it is computed.
+    """
+    if quick is None:
+        quick = _RUN_QUICK.get()
+    want = fingerprint(quick, settings)
     path = units_dir(fig_dir, experiment) / f"{name}.npz"
-    if path.exists():
-        return load_npz(path)
+    arrays, why = _load_unit(path, want)
+    if arrays is not None:
+        print(f"  unit {name}: cached", file=sys.stderr)
+        return arrays
+    note = "" if why == "missing" else f" ({why})"
+    print(f"  unit {name}: computing{note}", file=sys.stderr)
+    t0 = time.perf_counter()
     arrays = {k: np.asarray(v) for k, v in compute_fn().items()}
-    save_npz(path, **arrays)
+    if FINGERPRINT_KEY in arrays:
+        raise ValueError(f"unit {name}: {FINGERPRINT_KEY!r} is a reserved array name")
+    save_npz(path, **arrays, **{FINGERPRINT_KEY: np.asarray(want)})
+    print(f"  unit {name}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return arrays
+
+
+def experiment_fingerprint(script: Path, quick: bool) -> str:
+    """What a finished experiment must match to be skipped: the mode and the script's bytes."""
+    return fingerprint(
+        quick, {"script_sha256": hashlib.sha256(Path(script).read_bytes()).hexdigest()}
+    )
 
 
 def remove_stale_temporaries(folder: Path) -> int:
@@ -102,8 +179,10 @@ def run_all(
 ) -> dict:
     """Compute (unless ``plot_only``) and plot the chosen experiments; return a status dict.
 
-    A finished experiment is recorded in ``<figures>/units/<name>/status.json`` and skipped on a
-    rerun; a partly finished one resumes from its saved units.
+    A finished experiment is recorded in ``<figures>/units/<name>/status.json`` with
+    :func:`experiment_fingerprint` and skipped on a rerun in the same mode with the same script;
+    otherwise it runs again, reusing those of its saved units whose fingerprints still match (so a
+    partly finished one resumes).
     """
     found = discover(experiments_dir)
     chosen = names or list(found)
@@ -117,15 +196,23 @@ def run_all(
     for name in chosen:
         module = load_experiment(found[name])
         done_file = units_dir(fig_dir, name) / "status.json"
+        want = experiment_fingerprint(found[name], quick)
         t0 = time.perf_counter()
         if plot_only:
             state = "plotted"
-        elif done_file.exists() and load_json(done_file).get("quick") == quick:
+        elif done_file.exists() and load_json(done_file).get("fingerprint") == want:
             state = "cached"
         else:
             print(f"== {name}: computing ({'quick' if quick else 'full'} mode)", file=sys.stderr)
-            module.compute(fig_dir, quick)
-            save_json(done_file, {"quick": quick, "compute_s": time.perf_counter() - t0})
+            token = _RUN_QUICK.set(quick)
+            try:
+                module.compute(fig_dir, quick)
+            finally:
+                _RUN_QUICK.reset(token)
+            save_json(
+                done_file,
+                {"quick": quick, "fingerprint": want, "compute_s": time.perf_counter() - t0},
+            )
             state = "computed"
         outputs = module.plot(fig_dir)
         status[name] = {

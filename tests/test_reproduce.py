@@ -1,5 +1,6 @@
 """The reproduction pipeline: discovery, resumable units, kill -9 and resume, plot-only."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,14 @@ import numpy as np
 import pytest
 
 from rmft_theory.io import load_npz, save_npz
-from rmft_theory.reproduce import discover, remove_stale_temporaries, run_all, unit
+from rmft_theory.reproduce import (
+    FINGERPRINT_KEY,
+    discover,
+    fingerprint,
+    remove_stale_temporaries,
+    run_all,
+    unit,
+)
 
 TOY = textwrap.dedent(
     '''
@@ -133,6 +141,99 @@ def test_unit_saves_once_and_loads_after(tmp_path):
     second = unit(tmp_path, "exp", "u", work)
     assert len(calls) == 1
     np.testing.assert_array_equal(first["a"], second["a"])
+    assert set(second) == {"a"}  # the stored fingerprint is not handed back
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    steps: int
+    rate: float = 0.1
+
+
+def _counting():
+    calls = []
+
+    def work():
+        calls.append(1)
+        return {"steps_used": np.array(len(calls)), "curve": np.arange(3.0)}
+
+    return calls, work
+
+
+def test_unit_computed_in_quick_mode_is_recomputed_in_full_mode(tmp_path):
+    calls, work = _counting()
+    unit(tmp_path, "exp", "u", work, quick=True, settings=_Config(10))
+    full = unit(tmp_path, "exp", "u", work, quick=False, settings=_Config(10))
+    assert len(calls) == 2 and int(full["steps_used"]) == 2
+    unit(tmp_path, "exp", "u", work, quick=False, settings=_Config(10))
+    assert len(calls) == 2
+
+
+def test_unit_recomputed_when_settings_change_and_reused_when_equal(tmp_path, capsys):
+    calls, work = _counting()
+    unit(tmp_path, "exp", "u", work, quick=False, settings={"cfg": _Config(10), "seeds": (0, 1)})
+    # Equal settings, built afresh and with the dict keys in another order: reused.
+    again = unit(
+        tmp_path, "exp", "u", work, quick=False, settings={"seeds": [0, 1], "cfg": _Config(10)}
+    )
+    assert len(calls) == 1 and int(again["steps_used"]) == 1
+    unit(
+        tmp_path, "exp", "u", work, quick=False, settings={"cfg": _Config(10, 0.2), "seeds": (0, 1)}
+    )
+    assert len(calls) == 2
+    unit(tmp_path, "exp", "u", work, quick=False, settings={"cfg": _Config(10, 0.2), "seeds": (0,)})
+    assert len(calls) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "  unit u: computing"
+    assert err[1].startswith("  unit u: done in ") and err[1].endswith(" s")
+    assert err[2] == "  unit u: cached"
+    assert err[3] == "  unit u: computing (mode or settings changed)"
+
+
+def test_legacy_unit_without_fingerprint_is_recomputed(tmp_path):
+    path = tmp_path / "units" / "exp" / "u.npz"
+    save_npz(path, steps_used=np.array(10))  # as saved before fingerprints existed
+    calls, work = _counting()
+    out = unit(tmp_path, "exp", "u", work, quick=True)
+    assert len(calls) == 1 and int(out["steps_used"]) == 1
+    assert str(load_npz(path)[FINGERPRINT_KEY]) == fingerprint(True)
+    unit(tmp_path, "exp", "u", work, quick=True)
+    assert len(calls) == 1
+
+
+def test_fingerprint_is_stable_and_rejects_unencodable_settings():
+    assert fingerprint(True, {"a": (1, 2), "b": _Config(3)}) == fingerprint(
+        True, {"b": {"steps": 3, "rate": 0.1}, "a": [1, 2]}
+    )
+    assert fingerprint(True) != fingerprint(False) != fingerprint(None)
+    with pytest.raises(TypeError, match="JSON-able"):
+        fingerprint(True, {"f": object()})
+
+
+def test_quick_run_then_full_run_into_one_folder_recomputes(toy):
+    exp, figs = toy
+    assert run_all(None, True, figs, exp)["fig_toy"]["state"] == "computed"
+    # The toy passes no mode to unit(): the reproduction's own mode goes into the fingerprint.
+    assert run_all(None, False, figs, exp)["fig_toy"]["state"] == "computed"
+    log = (figs / "log.txt").read_text().split()
+    assert sorted(log) == sorted(2 * [str(i) for i in range(5)])
+    status = json.loads((figs / "units" / "fig_toy" / "status.json").read_text())
+    assert status["quick"] is False
+    assert run_all(None, False, figs, exp)["fig_toy"]["state"] == "cached"
+
+
+def test_edited_script_or_legacy_status_reruns_compute_reusing_units(toy):
+    exp, figs = toy
+    run_all(None, True, figs, exp)
+    log = (figs / "log.txt").read_text()
+    script = exp / "fig_toy.py"
+    script.write_text(script.read_text() + "\n# edited\n")
+    assert run_all(None, True, figs, exp)["fig_toy"]["state"] == "computed"
+    done = figs / "units" / "fig_toy" / "status.json"
+    done.write_text(json.dumps({"quick": True, "compute_s": 1.0}))  # before fingerprints
+    assert run_all(None, True, figs, exp)["fig_toy"]["state"] == "computed"
+    # Unit settings did not change, so no unit was computed again.
+    assert (figs / "log.txt").read_text() == log
 
 
 def test_stale_temporaries_are_removed(tmp_path):
