@@ -38,11 +38,15 @@ def test_eta_star_scaling():
 @pytest.mark.parametrize(("d", "T"), [(1, 5), (2, 25), (7, 40)])
 def test_isotropic_weights_are_eta_star(d, T):
     W = ftrl_weights(2.0**2 * np.eye(d), T, radius=1.5)
+    # Quadrature (epsrel 1e-11) against eta_star's closed form; rtol 1e-8 leaves room for the
+    # eigendecomposition and inverse in float64, atol 1e-14 for off-diagonal rounding only.
     np.testing.assert_allclose(W, eta_star(d, T, 2.0, 1.5) * np.eye(d), rtol=1e-8, atol=1e-14)
 
 
 def test_diagonal_covariance_gives_diagonal_weights():
     W = ftrl_weights(np.diag([0.5, 1.0, 3.0]), 20)
+    # Exactly diagonal in exact arithmetic; with entries of order 0.1 (ulp 1.4e-17), 1e-14
+    # allows only float64 rounding of the eigenbasis products (measured: exactly 0).
     np.testing.assert_allclose(W - np.diag(np.diag(W)), 0, atol=1e-14)
     # Coordinates with more variance get a smaller per-coordinate rate.
     assert W[0, 0] > W[1, 1] > W[2, 2] > 0
