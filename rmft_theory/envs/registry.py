@@ -162,7 +162,10 @@ def sample_rewards(key: jax.Array, env, task) -> jax.Array:
 
 def _entry(name: str) -> EnvEntry:
     if name not in ENVS:
-        raise ValueError(f"env must be one of {sorted(ENVS)}, got {name!r}")
+        raise ValueError(
+            f"env must be one of {sorted(ENVS)}, got {name!r} (one registered in your "
+            "own module: import it first, or `rmft --import MODULE ...` on the command line)"
+        )
     return ENVS[name]
 
 

@@ -24,7 +24,10 @@ def register_model(name: str):
 def make_model(name: str, d: int, **options) -> nn.Module:
     """Build the registered model ``name`` for reward dimension ``d``."""
     if name not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+        raise ValueError(
+            f"model must be one of {sorted(MODELS)}, got {name!r} (one registered in your "
+            "own module: import it first, or `rmft --import MODULE ...` on the command line)"
+        )
     return MODELS[name](d=d, **options)
 
 
