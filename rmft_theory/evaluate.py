@@ -12,8 +12,9 @@ environment and the policy's options and returns either
 ``model:PATH`` names a run directory written by ``rmft train`` (see
 :func:`rmft_theory.runs.load_model_policy`).
 
-Runs are independent: run i uses ``fold_in(seeds.key(stream), i)`` for the task, reward and
-action streams, so results do not depend on the batching, and two policies evaluated with the
+Runs are independent: run i uses ``fold_in(seeds.key(stream), i)`` for the evaluation task,
+reward and action streams (:data:`rmft_theory.keys.EVALUATION_STREAMS`, apart from every
+training stream), so results do not depend on the batching, and two policies evaluated with the
 same seeds see the same tasks and reward tables.
 """
 
@@ -344,7 +345,7 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate ``policy`` on ``runs`` independent tasks of ``env``; compile timed separately."""
     env = as_environment(env)
-    keys = (seeds.key("tasks"), seeds.key("rewards"), seeds.key("actions"))
+    keys = tuple(seeds.key(f"evaluation_{s}") for s in ("tasks", "rewards", "actions"))
     fn = make_evaluator(policy, env, runs, batch_size)
     t0 = time.perf_counter()
     compiled = fn.lower(*keys).compile()

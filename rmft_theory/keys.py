@@ -18,6 +18,12 @@ from rmft_theory.validation import check_nonnegative
 
 STREAM_IDS = {"init": 0, "tasks": 1, "rewards": 2, "noise": 3, "heldout": 4, "actions": 5}
 
+#: Evaluation streams (``rmft evaluate``): each takes the seed of the training stream it mirrors
+#: but a stream id of its own, so that evaluating with a run's seed never draws from a key on
+#: the training's paths (``fold_in(key("tasks"), i)`` is training step i's parent key).
+EVALUATION_STREAMS = {"evaluation_tasks": ("tasks", 6), "evaluation_rewards": ("rewards", 7)}
+EVALUATION_STREAMS["evaluation_actions"] = ("actions", 8)
+
 
 @dataclasses.dataclass(frozen=True)
 class Seeds:
@@ -43,9 +49,14 @@ class Seeds:
         return cls(**{name: seed for name in STREAM_IDS})
 
     def key(self, stream: str) -> jax.Array:
-        """The typed key of ``stream``."""
+        """The typed key of ``stream`` (one of :data:`STREAM_IDS` or
+        :data:`EVALUATION_STREAMS`)."""
+        if stream in EVALUATION_STREAMS:
+            field, stream_id = EVALUATION_STREAMS[stream]
+            return jax.random.fold_in(jax.random.key(getattr(self, field)), stream_id)
         if stream not in STREAM_IDS:
-            raise ValueError(f"stream must be one of {tuple(STREAM_IDS)}, got {stream!r}")
+            names = (*STREAM_IDS, *EVALUATION_STREAMS)
+            raise ValueError(f"stream must be one of {names}, got {stream!r}")
         return jax.random.fold_in(jax.random.key(getattr(self, stream)), STREAM_IDS[stream])
 
 

@@ -224,3 +224,18 @@ def test_parse_value_and_options():
         parse_value("0.5,x")
     with pytest.raises(ValueError, match="given twice"):
         parse_options("--env-opt", ["a=1", "a=2"])
+
+
+def test_evaluation_draws_only_from_the_evaluation_streams(monkeypatch):
+    # evaluate asks Seeds for its keys by stream name; it must ask for the evaluation streams
+    # (off every training key path, tests/test_keys.py) and for no training stream.
+    from rmft_theory.keys import EVALUATION_STREAMS
+
+    asked = []
+    real = Seeds.key
+    monkeypatch.setattr(
+        Seeds, "key", lambda self, stream: asked.append(stream) or real(self, stream)
+    )
+    policy, _ = ev.make_policy("ftl", SMOKE_ENVS["full"])
+    ev.evaluate(policy, SMOKE_ENVS["full"], 2, Seeds.from_seed(0))
+    assert set(asked) == set(EVALUATION_STREAMS)

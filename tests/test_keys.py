@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rmft_theory.keys import STREAM_IDS, Seeds, standard_normal
+from rmft_theory.keys import EVALUATION_STREAMS, STREAM_IDS, Seeds, standard_normal
 
 
 def test_streams_are_distinct_and_independent_of_other_seeds():
@@ -16,6 +16,30 @@ def test_streams_are_distinct_and_independent_of_other_seeds():
     for name in STREAM_IDS:
         same = jax.random.key_data(moved.key(name)) == jax.random.key_data(keys[name])
         assert bool(jnp.all(same)) == (name != "init"), name
+
+
+def test_evaluation_streams_are_off_every_training_key_path():
+    # rmft evaluate's run i draws from fold_in(evaluation stream, i); training step i splits
+    # fold_in(key("tasks"), i) into its task keys, which under partitionable threefry equal
+    # fold_in(that, j). The evaluation keys must be none of those (checked for the first 64
+    # steps and tasks), follow their training stream's seed, and differ from each other.
+    seeds = Seeds.from_seed(0)
+    evaluation = {n: jax.random.key_data(seeds.key(n)).tobytes() for n in EVALUATION_STREAMS}
+    assert len(set(evaluation.values())) == len(EVALUATION_STREAMS)
+    training = set()
+    for name in STREAM_IDS:
+        parent = seeds.key(name)
+        training.add(jax.random.key_data(parent).tobytes())
+        for i in range(64):
+            step = jax.random.fold_in(parent, i)
+            training.add(jax.random.key_data(step).tobytes())
+            children = jax.random.split(step, 64)
+            training.update(jax.random.key_data(c).tobytes() for c in children)
+    assert not training & set(evaluation.values())
+    moved = Seeds(init=0, tasks=5, rewards=0, noise=0, heldout=0, actions=0)
+    for name, (field, _) in EVALUATION_STREAMS.items():
+        same = jax.random.key_data(moved.key(name)).tobytes() == evaluation[name]
+        assert same == (field != "tasks"), name
 
 
 def test_unknown_stream_and_bad_seed_are_named():
