@@ -991,11 +991,11 @@ def marginal_costs(table: list[dict]) -> list[dict]:
         if r["B"] >= 4096:
             groups.setdefault((r["axis"], r["noise"]), []).append(r)
     for (axis, noise), rows in groups.items():
+        if len(rows) < 2:
+            continue
         rows = sorted(rows, key=lambda r: r["M"] * r["L"] * r["T"])
         n = np.array([r["M"] * r["L"] * r["T"] for r in rows], float)
         t = np.array([r["time_ms"] for r in rows], float)
-        if len(rows) < 2:
-            continue
         b, a = np.polyfit(n, t, 1)
         overall = (t[-1] - t[0]) / (n[-1] - n[0])
         steps = np.diff(t) / np.diff(n) / overall

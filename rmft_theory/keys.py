@@ -21,8 +21,11 @@ STREAM_IDS = {"init": 0, "tasks": 1, "rewards": 2, "noise": 3, "heldout": 4, "ac
 #: Evaluation streams (``rmft evaluate``): each takes the seed of the training stream it mirrors
 #: but a stream id of its own, so that evaluating with a run's seed never draws from a key on
 #: the training's paths (``fold_in(key("tasks"), i)`` is training step i's parent key).
-EVALUATION_STREAMS = {"evaluation_tasks": ("tasks", 6), "evaluation_rewards": ("rewards", 7)}
-EVALUATION_STREAMS["evaluation_actions"] = ("actions", 8)
+EVALUATION_STREAMS = {
+    "evaluation_tasks": ("tasks", 6),
+    "evaluation_rewards": ("rewards", 7),
+    "evaluation_actions": ("actions", 8),
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -549,17 +549,12 @@ def tune_eta(
     check_choice("kind", kind, ("hedge", "ftrl"))
     space = "simplex" if kind == "hedge" else "ball"
     dtype = rewards_NxTxD.dtype
-    values = np.array(
-        [
-            float(
-                _baseline_curves(rewards_NxTxD, jnp.asarray(e, dtype), kind, space, radius)[
-                    :, -1
-                ].mean()
-            )
-            for e in grid
-        ]
-    )
-    best = int(np.argmin(values))
+
+    def mean_final_regret(eta: float) -> float:
+        curves = _baseline_curves(rewards_NxTxD, jnp.asarray(eta, dtype), kind, space, radius)
+        return float(curves[:, -1].mean())
+
+    best = int(np.argmin([mean_final_regret(e) for e in grid]))
     if best in (0, len(grid) - 1):
         warnings.warn(
             f"the tuned {kind} eta = {grid[best]:g} is an end of the grid "

@@ -161,7 +161,6 @@ class GaussianFOLEnv(GaussianFOL):
 
     feedback: ClassVar[str] = "full"
     stationary: ClassVar[bool] = True
-    symmetric_noise: ClassVar[bool] = True  # Gaussian noise around the mean
 
     @property
     def reward_range(self) -> tuple[float, float]:
