@@ -6,6 +6,12 @@ metadata, with the name of that file, goes to ``checkpoint.json``. Both writes a
 previous arrays are deleted only after the JSON names the new ones, so a kill at any moment
 leaves a consistent checkpoint: the old one or the new one. Loading needs a template pytree with
 the same structure, shapes and dtypes (e.g. a freshly initialised state).
+
+A run's per-step log goes beside it as one small npz record per step (:func:`save_record`),
+written once and never rewritten, so a run of N steps writes O(N) bytes of log, not the O(N²)
+of rewriting the whole log at every checkpoint. A step's record is written before the
+checkpoint that counts the step, so a kill between the two leaves a record that the resumed
+run recomputes and overwrites.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rmft_theory.io import load_json, load_npz, save_json, save_npz
+from rmft_theory.io import json_differences, load_json, load_npz, save_json, save_npz, to_jsonable
 
 META_FILE = "checkpoint.json"
+RECORDS_DIR = "records"
 
 
 def _is_key(leaf) -> bool:
@@ -85,3 +92,49 @@ def load_checkpoint(directory, template):
                 )
             leaves.append(jnp.asarray(a))
     return jax.tree_util.tree_unflatten(treedef, leaves), meta
+
+
+def run_fingerprint(env, settings, seeds, params) -> dict:
+    """What a training run's checkpoint must match to be resumed: the environment, the
+    settings, the seeds and the parameter shapes, as JSON."""
+    shapes = [list(np.shape(x)) for x in jax.tree_util.tree_leaves(params)]
+    return to_jsonable({"env": env, "config": settings, "seeds": seeds, "param_shapes": shapes})
+
+
+def check_resumable(directory, fingerprint: dict) -> None:
+    """Raise a ValueError naming the settings that differ when the checkpoint in ``directory``
+    belongs to a run with another :func:`run_fingerprint`. Checked before any array is read:
+    another run's arrays may not even fit this run's state."""
+    saved = load_json(Path(directory) / META_FILE).get("fingerprint")
+    differ = json_differences(saved, to_jsonable(fingerprint))
+    if differ:
+        raise ValueError(
+            f"checkpoint_dir {directory} holds a run with different settings "
+            f"({', '.join(differ)}); use another --out folder or delete it"
+        )
+
+
+def _record_path(directory, step: int) -> Path:
+    return Path(directory) / RECORDS_DIR / f"step_{step:06d}.npz"
+
+
+def save_record(directory, step: int, record: dict) -> None:
+    """Atomically write step ``step``'s log record, a flat dict of numbers and arrays (npz)."""
+    arrays = {name: np.asarray(value) for name, value in record.items()}
+    for name, a in arrays.items():
+        if a.dtype == object:  # npz would pickle it
+            raise ValueError(f"record entry {name!r} must be numeric, got {type(record[name])}")
+    path = _record_path(directory, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_npz(path, **arrays)
+
+
+def load_records(directory, n_steps: int) -> list[dict[str, np.ndarray]]:
+    """The log records of steps ``0 .. n_steps − 1``; a ValueError names the first missing."""
+    records = []
+    for step in range(n_steps):
+        path = _record_path(directory, step)
+        if not path.exists():
+            raise ValueError(f"checkpoint in {directory} is missing the record of step {step}")
+        records.append(load_npz(path))
+    return records

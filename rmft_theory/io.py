@@ -67,6 +67,24 @@ def to_jsonable(obj):
     return obj
 
 
+def json_differences(saved, current, prefix: str = "") -> list[str]:
+    """Dotted paths at which two JSON-ready trees differ, e.g. ``["config.keep"]``.
+
+    Dicts are compared key by key (a key on one side only is a difference); any other values,
+    lists included, by equality.
+    """
+    if isinstance(saved, dict) and isinstance(current, dict):
+        paths = []
+        for key in sorted(set(saved) | set(current), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in saved or key not in current:
+                paths.append(where)
+            else:
+                paths += json_differences(saved[key], current[key], where)
+        return paths
+    return [] if saved == current else [prefix or "<root>"]
+
+
 def save_json(path, obj) -> None:
     """Atomically write ``obj`` (converted by :func:`to_jsonable`) as indented JSON."""
     with atomic_path(path) as tmp:

@@ -47,11 +47,12 @@ class Progress:
         self.total, self.unit = total, unit
         self.bar = None  # started after compilation, so that the ETA measures running only
 
-    def start(self) -> None:
-        """Open the bar (its clock starts now)."""
+    def start(self, initial: int = 0) -> None:
+        """Open the bar at ``initial`` finished units (its clock and ETA start now)."""
         if self.bar is None:
             self.bar = tqdm(
                 total=self.total,
+                initial=int(initial),
                 desc=self.desc,
                 unit=self.unit,
                 disable=self.quiet,
@@ -94,21 +95,31 @@ def run_chunks(
     n_chunks: int,
     progress: Progress,
     units_per_chunk: int = 1,
+    start: int = 0,
+    after_chunk: Callable[[int, Any, Any, float], None] | None = None,
 ) -> tuple[Any, list, Timings]:
-    """Apply ``advance`` ``n_chunks`` times; it is compiled once, before anything runs.
+    """Apply ``advance`` to chunks ``start .. n_chunks − 1``; it is compiled once, before
+    anything runs (nothing is compiled when no chunk is left).
 
-    Returns the final state, the per-chunk metrics pulled to NumPy, and the timings.
+    ``after_chunk(i, state, metrics, seconds)``, if given, runs on the host after chunk i, with
+    the chunk's wall time (e.g. to write a checkpoint). Returns the final state, the per-chunk
+    metrics of the chunks run here, pulled to NumPy, and the timings.
     """
+    if start >= n_chunks:
+        return state, [], Timings(0.0, 0.0)
     progress.message("compiling ...")
     compiled, compile_s = compile_timed(advance, state)
     progress.message(f"compiled in {compile_s:.2f}s")
     history = []
     t0 = time.perf_counter()
-    progress.start()
+    progress.start(initial=start * units_per_chunk)
     try:
-        for i in range(n_chunks):
+        for i in range(start, n_chunks):
+            t_chunk = time.perf_counter()
             state, metrics = compiled(state)
-            history.append(jax.tree.map(np.asarray, metrics))
+            history.append(jax.tree.map(np.asarray, metrics))  # waits for the chunk
+            if after_chunk is not None:
+                after_chunk(i, state, history[-1], time.perf_counter() - t_chunk)
             progress.set((i + 1) * units_per_chunk)
         jax.block_until_ready(state)
     finally:

@@ -39,7 +39,15 @@ from tqdm import tqdm
 from rmft_theory import sharding
 from rmft_theory.analysis import invariant_report
 from rmft_theory.baselines import ftl_policies, ftrl_policies, hedge_policies
-from rmft_theory.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from rmft_theory.checkpoint import (
+    check_resumable,
+    has_checkpoint,
+    load_checkpoint,
+    load_records,
+    run_fingerprint,
+    save_checkpoint,
+    save_record,
+)
 from rmft_theory.envs.gaussian import GaussianFOL
 from rmft_theory.io import to_jsonable
 from rmft_theory.keys import Seeds
@@ -80,7 +88,8 @@ class FilterConfig:
       tasks: fresh tasks M per iteration.
       rollouts: trajectories L per task.
       keep: trajectories k kept per task (``scope="task"``), or ``M·k`` in all (``"pooled"``).
-      iterations: filter iterations N.
+      iterations: filter iterations N. Without ``accumulate`` no iteration depends on N, so a
+        finished checkpointed run extends to a larger N by running it again (:func:`run_filter`).
       noise: exploration, ``"per-step"``, ``"per-trajectory"``, ``"actions"`` or ``"none"``.
       noise_scale: Gaussian exploration scale s.
       temperature: softmax temperature τ of ``noise="actions"`` and of the cross-entropy loss.
@@ -646,13 +655,24 @@ class FilterResult(NamedTuple):
     timings: Timings
 
 
+def resume_free_fields(config: FilterConfig) -> tuple[str, ...]:
+    """The :class:`FilterConfig` fields a checkpoint need not match to be resumed.
+
+    ``finetune_form``: both forms minimise the same loss, so a run may resume in the other one
+    (and checkpoints written before the field existed still resume). ``iterations``, unless
+    ``accumulate``: iteration i's keys are ``fold_in(key, i)`` and its kept set replaces the
+    last one, so no iteration depends on N and a finished run extends to more iterations,
+    bit-identical to a run asked for the larger N from the start (tested). With ``accumulate``
+    the kept-set buffer holds ``N·M`` tasks, so N is part of the state.
+    """
+    return ("finetune_form",) if config.accumulate else ("finetune_form", "iterations")
+
+
 def _fingerprint(env, config, seeds, params) -> dict:
-    """What a checkpoint must match to be resumed. ``finetune_form`` is left out: both forms
-    minimise the same loss, so a run may resume in the other one (and checkpoints written
-    before the field existed still resume)."""
-    shapes = [list(np.shape(x)) for x in jax.tree_util.tree_leaves(params)]
-    settings = {k: v for k, v in to_jsonable(config).items() if k != "finetune_form"}
-    return to_jsonable({"env": env, "config": settings, "seeds": seeds, "param_shapes": shapes})
+    """What a checkpoint must match to be resumed: all but :func:`resume_free_fields`."""
+    free = resume_free_fields(config)
+    settings = {k: v for k, v in to_jsonable(config).items() if k not in free}
+    return run_fingerprint(env, settings, seeds, params)
 
 
 def _stack(history: list[dict]) -> dict:
@@ -686,7 +706,10 @@ def run_filter(
       params: base parameters (optional for a flax Module).
       metrics_fn: extra per-iteration metrics of the parameters (e.g. :func:`lsa_weight_metrics`).
       checkpoint_dir: where to write the checkpoint after every iteration; if it already holds
-        one of the same run, the run resumes after its last finished iteration.
+        one of the same run, the run resumes after its last finished iteration. "The same
+        run" means the same environment, seeds, parameter shapes and settings except
+        :func:`resume_free_fields`: without ``accumulate``, a larger ``iterations`` extends a
+        finished run. A mismatch raises a ValueError naming the settings that differ.
       stop_after: stop once this many iterations have finished (default: all of them).
       quiet: no progress bar or compile-time line.
       desc: the progress bar's label.
@@ -726,15 +749,17 @@ def run_filter(
     fingerprint = _fingerprint(env, config, seeds, params)
     history: list[dict] = []
     if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
+        check_resumable(checkpoint_dir, fingerprint)
         state, meta = load_checkpoint(checkpoint_dir, state)
-        if meta.get("fingerprint") != to_jsonable(fingerprint):
-            raise ValueError(
-                f"checkpoint_dir {checkpoint_dir} holds a run with different settings; "
-                "use another --out folder or delete it"
-            )
-        history = meta["history"]
+        # Checkpoints written before the per-iteration records kept the history in their JSON.
+        history = meta.get("history") or load_records(checkpoint_dir, int(state.iteration))
         if int(state.iteration) != len(history):
             raise ValueError(f"checkpoint in {checkpoint_dir} is inconsistent (iteration count)")
+        if len(history) > config.iterations:
+            raise ValueError(
+                f"iterations={config.iterations} is fewer than the {len(history)} iterations "
+                f"the checkpoint in {checkpoint_dir} has finished"
+            )
     start = int(state.iteration)
     compile_s = run_s = 0.0
     if start < stop:
@@ -763,11 +788,9 @@ def run_filter(
                 run_s += seconds
                 history.append({**to_jsonable(metrics), "seconds": seconds})
                 if checkpoint_dir is not None:
+                    save_record(checkpoint_dir, len(history) - 1, history[-1])
                     save_checkpoint(
-                        checkpoint_dir,
-                        state,
-                        int(state.iteration),
-                        {"fingerprint": fingerprint, "history": history},
+                        checkpoint_dir, state, int(state.iteration), {"fingerprint": fingerprint}
                     )
                 bar.set_postfix(heldout=f"{history[-1]['heldout_regret']:.3f}", refresh=False)
                 bar.update(1)

@@ -21,14 +21,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rmft_theory.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from rmft_theory.checkpoint import META_FILE, has_checkpoint, load_checkpoint, save_checkpoint
 from rmft_theory.envs.gaussian import GaussianFOL
 from rmft_theory.envs.registry import ENVS, as_environment, make_env
-from rmft_theory.io import environment_info, load_json, save_json, save_npz, to_jsonable
+from rmft_theory.io import (
+    environment_info,
+    json_differences,
+    load_json,
+    save_json,
+    save_npz,
+    to_jsonable,
+)
 from rmft_theory.keys import Seeds
 from rmft_theory.models.heads import policy_head
 from rmft_theory.models.registry import MODELS, make_model
-from rmft_theory.rmft import FilterConfig, lsa_weight_metrics, run_filter
+from rmft_theory.rmft import FilterConfig, lsa_weight_metrics, resume_free_fields, run_filter
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import DirectTrainConfig, check_full_information, train_direct
 from rmft_theory.validation import check_choice
@@ -171,10 +178,18 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
         metrics_fn = None
         if W_star is not None:
             metrics_fn = lsa_weight_metrics(W_star, env.reward_scale)
-        result = train_direct(model, env, config.direct, seeds, metrics_fn=metrics_fn, quiet=quiet)
+        result = train_direct(
+            model,
+            env,
+            config.direct,
+            seeds,
+            metrics_fn=metrics_fn,
+            quiet=quiet,
+            checkpoint_dir=out / "checkpoint",
+        )
         params, curves = result.params, result.metrics
         summary = {"final": {k: v[-1] for k, v in curves.items() if np.ndim(v[-1]) == 0}}
-        timings = result.timings
+        timings = result.timings  # run_s: every chunk's, resumed sessions' included
     else:
         metrics_fn = lsa_weight_metrics(W_star, env.reward_scale) if W_star is not None else None
         result = run_filter(
@@ -188,13 +203,8 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
         )
         params, curves = result.params, result.history
         # Every iteration's wall time, resumed sessions' included (this session's alone
-        # would read 0 for a finished run that is run again), and the compile time of the
-        # session that compiled (a session with no iteration left compiles nothing).
+        # would read 0 for a finished run that is run again).
         timings = result.timings._replace(run_s=float(np.sum(result.history.get("seconds", 0.0))))
-        if timings.compile_s == 0.0 and (out / "result.json").exists():
-            timings = timings._replace(
-                compile_s=float(load_json(out / "result.json").get("compile_s") or 0.0)
-            )
         summary = {
             "final": {
                 k: np.asarray(v)[-1] for k, v in curves.items() if np.ndim(np.asarray(v)[-1]) == 0
@@ -202,6 +212,11 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
             "base": result.base,
             "reference": {k: v for k, v in result.reference.items() if np.ndim(v) == 0},
         }
+    if timings.compile_s == 0.0 and (out / "result.json").exists():
+        # The compile time of the session that compiled: one with nothing left compiles nothing.
+        timings = timings._replace(
+            compile_s=float(load_json(out / "result.json").get("compile_s") or 0.0)
+        )
     save_npz(out / "curves.npz", **{k: np.asarray(v) for k, v in curves.items()})
     mix = config.filter.uniform_mix if config.method == "filter" else 0.0
     save_model(out, params, config.model, config.env, *config.space, uniform_mix=mix)
@@ -218,27 +233,39 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
     return to_jsonable(summary)
 
 
-def _resume_settings(config_json: dict) -> dict:
-    """The parts of a saved config that a filter checkpoint must match: all but
-    ``filter.finetune_form``, which :func:`rmft_theory.rmft.run_filter` lets a run resume in
-    either form."""
+def _resume_settings(config_json: dict, free: tuple[str, ...]) -> dict:
+    """The parts of a saved config that a training checkpoint must match: all but the filter's
+    fields ``free`` (:func:`rmft_theory.rmft.resume_free_fields`)."""
     settings = json.loads(json.dumps(config_json))
-    settings.get("filter", {}).pop("finetune_form", None)
+    for name in free:
+        settings.get("filter", {}).pop(name, None)
     return settings
 
 
 def check_resumable_config(out: Path, config: TrainRunConfig) -> None:
-    """Refuse to overwrite ``out/config.json`` when ``out`` holds a filter checkpoint of a run
-    with other settings (the checkpoint would refuse to resume anyway, after the file was
-    rewritten to describe a run that never happened)."""
+    """Refuse to overwrite ``out/config.json`` when ``out`` holds a training checkpoint (filter
+    or direct) that ``config`` cannot resume: one of a run with other settings, or with more
+    finished filter iterations than ``config`` asks for (the checkpoint would refuse to resume
+    anyway, after the file was rewritten to describe a run that never happened). The error
+    names the settings that differ."""
     out = Path(out)
     saved = out / "config.json"
     if not (saved.exists() and has_checkpoint(out / "checkpoint")):
         return
-    if _resume_settings(load_json(saved)) != _resume_settings(to_jsonable(config)):
+    free = resume_free_fields(config.filter)
+    differ = json_differences(
+        _resume_settings(load_json(saved), free), _resume_settings(to_jsonable(config), free)
+    )
+    if differ:
         raise ValueError(
-            f"out {str(out)!r} holds a run with different settings (its config.json and "
-            "checkpoint); use another --out folder or delete it"
+            f"out {str(out)!r} holds a run with different settings ({', '.join(differ)}; its "
+            "config.json and checkpoint); use another --out folder or delete it"
+        )
+    done = load_json(out / "checkpoint" / META_FILE).get("step", 0)
+    if config.method == "filter" and done > config.filter.iterations:
+        raise ValueError(
+            f"filter.iterations={config.filter.iterations} is fewer than the {done} iterations "
+            f"the run in {str(out)!r} has finished"
         )
 
 

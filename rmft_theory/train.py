@@ -1,13 +1,15 @@
 """Direct training on the objectives of THEORY §3, with fresh task batches every step.
 
 The state is an explicit pytree; ``chunk`` optimiser steps run under one ``jit`` as a
-``lax.scan``, and the host only draws the progress bar between chunks.
+``lax.scan``, and the host only draws the progress bar, and writes the optional checkpoint,
+between chunks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -16,6 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rmft_theory.checkpoint import (
+    check_resumable,
+    has_checkpoint,
+    load_checkpoint,
+    load_records,
+    run_fingerprint,
+    save_checkpoint,
+    save_record,
+)
 from rmft_theory.envs import registry as env_registry
 from rmft_theory.envs.gaussian import GaussianFOL
 from rmft_theory.keys import Seeds
@@ -89,6 +100,10 @@ class DirectTrainConfig:
             else self.learning_rate
         )
         return optax.adam(lr) if self.optimizer == "adam" else optax.sgd(lr)
+
+
+#: A chunk record's entry for the chunk's wall time (the other entries are its metrics).
+SECONDS = "_seconds"
 
 
 class TrainState(NamedTuple):
@@ -222,8 +237,19 @@ def train_direct(
     seeds: Seeds,
     metrics_fn: Callable | None = None,
     quiet: bool = False,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``config.objective`` with fresh tasks from ``env`` every step."""
+    """Train ``model`` on ``config.objective`` with fresh tasks from ``env`` every step.
+
+    With ``checkpoint_dir``, the state is checkpointed after every chunk (and each chunk's
+    metrics as a record beside it, :mod:`rmft_theory.checkpoint`); when the folder already
+    holds a checkpoint of the same run (environment, settings, seeds and parameter shapes; a
+    mismatch raises a ValueError naming what differs), training resumes after its last
+    finished chunk. Step i's keys are ``fold_in(key, i)``, so a resumed run ends with the same
+    parameters and metrics, bit for bit, as an uninterrupted one. ``timings``: this call's
+    compile time; with a checkpoint, the run time summed over every chunk, resumed ones
+    included.
+    """
     apply_fn = lambda params, r: model.apply({"params": params}, r)  # noqa: E731
     progress = Progress(
         config.steps, f"train {config.objective}", quiet=quiet, every=max(config.chunk // 10, 1)
@@ -234,8 +260,32 @@ def train_direct(
         return jax.lax.scan(lambda s, _: step(s), state, None, length=config.chunk)
 
     state = init_state(model, env, config, seeds)
-    state, history, timings = run_chunks(
-        advance, state, config.steps // config.chunk, progress, units_per_chunk=config.chunk
+    history, seconds, after_chunk = [], [], None
+    if checkpoint_dir is not None:
+        fingerprint = run_fingerprint(env, config, seeds, state.params)
+        if has_checkpoint(checkpoint_dir):
+            check_resumable(checkpoint_dir, fingerprint)
+            state, _ = load_checkpoint(checkpoint_dir, state)
+            for record in load_records(checkpoint_dir, int(state.step) // config.chunk):
+                seconds.append(float(record.pop(SECONDS)))
+                history.append(record)
+
+        def after_chunk(i, state, metrics, chunk_s):
+            seconds.append(chunk_s)
+            save_record(checkpoint_dir, i, {**metrics, SECONDS: chunk_s})
+            save_checkpoint(checkpoint_dir, state, i + 1, {"fingerprint": fingerprint})
+
+    state, new, timings = run_chunks(
+        advance,
+        state,
+        config.steps // config.chunk,
+        progress,
+        units_per_chunk=config.chunk,
+        start=len(history),
+        after_chunk=after_chunk,
     )
+    history += new
     metrics = {k: np.concatenate([h[k] for h in history]) for k in history[0]}
+    if checkpoint_dir is not None:  # every chunk's time, resumed sessions' included
+        timings = timings._replace(run_s=float(sum(seconds)))
     return TrainResult(state.params, metrics, timings)

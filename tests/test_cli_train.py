@@ -31,6 +31,14 @@ def test_direct_run_writes_a_model_that_evaluates(tmp_path, capsys):
     assert cfg["method"] == "direct" and cfg["env"]["options"] == {"d": 2, "horizon": 6}
     module, params, meta = load_model(out)
     assert meta["space"] == "ball" and meta["d"] == 2
+    # Checkpointed after every chunk; running it again resumes the finished run.
+    assert (out / "checkpoint" / "checkpoint.json").exists()
+    first = json.loads((out / "result.json").read_text())
+    assert main(["train", *TINY_DIRECT, "--out", str(out)]) == 0
+    again = json.loads((out / "result.json").read_text())
+    assert again["final"] == first["final"]
+    assert again["run_s"] == pytest.approx(first["run_s"], rel=1e-9)
+    assert again["compile_s"] == first["compile_s"]
     # The saved parameters are the trained ones: their W_eff is the last one recorded, up to
     # float32 rounding (1e-6 of the largest entry, about 8 ulp: the record is computed inside
     # the jitted training step, this one eagerly, and XLA may order the products differently;
@@ -65,7 +73,7 @@ def test_direct_run_writes_a_model_that_evaluates(tmp_path, capsys):
     assert np.isfinite(result["mean_regret"]) and len(result["regret_curve"]) == 6
 
 
-def test_filter_run_from_a_toml_file(tmp_path):
+def test_filter_run_from_a_toml_file(tmp_path, capsys):
     cfg = tmp_path / "f.toml"
     cfg.write_text(
         'method = "filter"\n[env]\nname = "gaussian-fol"\noptions = { d = 2, horizon = 5 }\n'
@@ -87,12 +95,29 @@ def test_filter_run_from_a_toml_file(tmp_path):
     assert again["run_s"] == pytest.approx(first["run_s"], rel=1e-9)
     assert again["compile_s"] == first["compile_s"]
 
-    # Other settings into the same folder: refused before config.json is rewritten.
+    # More iterations into the same folder extend the finished run (no accumulate): the
+    # first two iterations' values stay, bit for bit, and the third is appended.
+    base = cfg.read_text()
+    cfg.write_text(base.replace("iterations = 2", "iterations = 3"))
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    extended = np.load(out / "curves.npz")
+    assert extended["w_eff_rel_error"].shape == (3,)
+    np.testing.assert_array_equal(extended["w_eff_rel_error"][:2], curves["w_eff_rel_error"])
+
+    # Other settings, or fewer iterations than have finished: refused before config.json is
+    # rewritten, with a one-line error that names what differs.
     saved = (out / "config.json").read_text()
-    other = cfg.read_text().replace("iterations = 2", "iterations = 3")
-    cfg.write_text(other)
-    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 2
-    assert (out / "config.json").read_text() == saved
+    for text, message in [
+        (
+            base.replace("iterations = 2", "iterations = 3").replace("keep = 1", "keep = 2"),
+            "(filter.keep;",
+        ),
+        (base, "filter.iterations=2 is fewer than the 3 iterations"),
+    ]:
+        cfg.write_text(text)
+        assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+        assert (out / "config.json").read_text() == saved
 
 
 MALFORMED = [

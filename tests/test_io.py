@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from rmft_theory.io import git_revision
+from rmft_theory.io import git_revision, json_differences
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -35,3 +35,12 @@ def test_git_revision_is_dirty_for_code_changes_but_not_for_outputs(tmp_path):
 
 def test_git_revision_is_none_outside_a_checkout(tmp_path):
     assert git_revision(tmp_path) is None
+
+
+def test_json_differences_names_each_differing_path():
+    saved = {"config": {"keep": 2, "iterations": 3, "shape": [1, 2]}, "seed": 0}
+    assert json_differences(saved, saved) == []
+    current = {"config": {"keep": 1, "iterations": 3, "shape": [1, 3], "new": 1}, "seed": 0}
+    assert json_differences(saved, current) == ["config.keep", "config.new", "config.shape"]
+    assert json_differences(1, 2) == ["<root>"]
+    assert json_differences({"a": {"b": 1}}, {"a": 1}) == ["a"]

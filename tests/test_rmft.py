@@ -233,6 +233,77 @@ def test_interrupted_and_resumed_run_ends_with_identical_parameters(tmp_path):
         )
 
 
+def test_finished_run_extends_to_more_iterations_bit_identically(tmp_path):
+    # Without accumulate no iteration depends on the iteration count, so rerunning a finished
+    # checkpointed run with a larger one continues it: the same state and history as a run
+    # asked for the larger count from the start.
+    seeds = Seeds.from_seed(11)
+    model = make_model("lsa", ENV.d)
+    more = dataclasses.replace(TINY, iterations=TINY.iterations + 2)
+    direct = run_filter(model, ENV, more, seeds, metrics_fn=METRICS, quiet=True)
+    first = run_filter(
+        model, ENV, TINY, seeds, metrics_fn=METRICS, checkpoint_dir=tmp_path, quiet=True
+    )
+    assert int(first.state.iteration) == TINY.iterations
+    extended = run_filter(
+        model, ENV, more, seeds, metrics_fn=METRICS, checkpoint_dir=tmp_path, quiet=True
+    )
+    assert int(extended.state.iteration) == more.iterations
+    for a, b in zip(jax.tree.leaves(direct.state), jax.tree.leaves(extended.state)):
+        np.testing.assert_array_equal(_raw(a), _raw(b))
+    for k in direct.history:
+        if k != "seconds":
+            assert len(extended.history[k]) == more.iterations
+            np.testing.assert_array_equal(direct.history[k], extended.history[k])
+    # Fewer iterations than the checkpoint has finished: refused, not silently ignored.
+    with pytest.raises(ValueError, match=r"iterations=3 is fewer than the 5 iterations"):
+        run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
+
+
+def test_history_is_written_once_per_iteration_and_old_checkpoints_still_resume(tmp_path):
+    import json
+    import shutil
+
+    seeds = Seeds.from_seed(13)
+    model = make_model("lsa", ENV.d)
+    run = run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
+    meta_path = tmp_path / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    assert "history" not in meta  # the checkpoint's JSON does not grow with the run
+    records = sorted((tmp_path / "records").glob("step_*.npz"))
+    assert [r.name for r in records] == [f"step_{i:06d}.npz" for i in range(TINY.iterations)]
+    # A checkpoint written before the records kept the history in its JSON: it resumes.
+    history = [
+        {k: np.asarray(v).tolist() for k, v in np.load(r).items()} for r in records
+    ]  # fmt: skip
+    meta_path.write_text(json.dumps({**meta, "history": history}))
+    shutil.rmtree(tmp_path / "records")
+    again = run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
+    for k in run.history:
+        np.testing.assert_array_equal(run.history[k], again.history[k])
+
+
+def test_accumulating_run_does_not_extend_and_the_error_names_the_settings(tmp_path):
+    # With accumulate the kept-set buffer holds iterations·M tasks: the count is part of the
+    # state, so a different count is another run, and the error says which settings differ.
+    cfg = dataclasses.replace(TINY, accumulate=True, iterations=2)
+    seeds = Seeds.from_seed(12)
+    model = make_model("lsa", ENV.d)
+    run_filter(model, ENV, cfg, seeds, checkpoint_dir=tmp_path, quiet=True)
+    with pytest.raises(ValueError, match=r"different settings \(config\.iterations\)"):
+        run_filter(
+            model,
+            ENV,
+            dataclasses.replace(cfg, iterations=3),
+            seeds,
+            checkpoint_dir=tmp_path,
+            quiet=True,
+        )
+    other = dataclasses.replace(cfg, keep=1, finetune_steps=6)
+    with pytest.raises(ValueError, match=r"\(config\.finetune_steps, config\.keep\)"):
+        run_filter(model, ENV, other, seeds, checkpoint_dir=tmp_path, quiet=True)
+
+
 # ---------------------------------------------------------------- errors
 
 

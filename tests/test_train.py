@@ -12,6 +12,7 @@ from rmft_theory.envs import GaussianFOL, make_env, registry
 from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model, params_from_weights
 from rmft_theory.objectives import imitation_loss, squared_regret_loss
+from rmft_theory.rmft import lsa_weight_metrics
 from rmft_theory.theory import eta_star, ftrl_weights
 from rmft_theory.theory_path import train_theory
 from rmft_theory.train import (
@@ -20,6 +21,7 @@ from rmft_theory.train import (
     init_state,
     make_train_step,
     sample_batch,
+    train_direct,
 )
 
 ENV = GaussianFOL(d=2, horizon=10)
@@ -59,6 +61,58 @@ def test_train_step_does_not_recompile():
     state, _ = step(state)
     state, _ = step(state)
     assert step._cache_size() == 1
+
+
+class _Killed(Exception):
+    """Stands in for an interruption between two chunks."""
+
+
+def test_interrupted_direct_run_resumes_bit_identically(tmp_path, monkeypatch):
+    from rmft_theory import train
+
+    model = make_model("lsa", ENV.d)
+    config = DirectTrainConfig("regret-loss", steps=40, batch_size=8, chunk=10)
+    metrics_fn = lsa_weight_metrics(ftrl_weights(ENV.cov_matrix, ENV.horizon), ENV.reward_scale)
+    seeds = Seeds.from_seed(5)
+    full = train_direct(model, ENV, config, seeds, metrics_fn=metrics_fn, quiet=True)
+
+    # Killed after chunk 1's record was written but before its checkpoint: the resumed run
+    # starts after chunk 0 and overwrites the stale record.
+    real_save = train.save_checkpoint
+
+    def save_then_die(directory, state, step, meta):
+        if step == 2:
+            raise _Killed
+        return real_save(directory, state, step, meta)
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        train_direct(model, ENV, config, seeds, metrics_fn=metrics_fn, quiet=True,
+                     checkpoint_dir=tmp_path)  # fmt: skip
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert (tmp_path / "records" / "step_000001.npz").exists()
+    resumed = train_direct(
+        model, ENV, config, seeds, metrics_fn=metrics_fn, quiet=True, checkpoint_dir=tmp_path
+    )
+    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(a, b)
+    assert full.metrics.keys() == resumed.metrics.keys()
+    for k in full.metrics:
+        assert resumed.metrics[k].dtype == full.metrics[k].dtype
+        np.testing.assert_array_equal(full.metrics[k], resumed.metrics[k])
+    assert resumed.timings.compile_s > 0 and resumed.timings.run_s > 0
+
+    # A finished run: nothing compiles, nothing runs, the same answer from the checkpoint.
+    again = train_direct(model, ENV, config, seeds, quiet=True, checkpoint_dir=tmp_path,
+                         metrics_fn=metrics_fn)  # fmt: skip
+    assert again.timings.compile_s == 0.0
+    assert again.timings.run_s == pytest.approx(resumed.timings.run_s, rel=1e-12)
+    np.testing.assert_array_equal(again.metrics["loss"], full.metrics["loss"])
+
+    # Another run's settings: refused, naming the field, before any array is read.
+    other = dataclasses.replace(config, learning_rate=config.learning_rate / 2)
+    with pytest.raises(ValueError, match=r"different settings \(config\.learning_rate\)"):
+        train_direct(model, ENV, other, seeds, quiet=True, checkpoint_dir=tmp_path)
 
 
 def test_antithetic_batch_mirrors_around_the_mean():
