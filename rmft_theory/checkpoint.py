@@ -101,12 +101,20 @@ def run_fingerprint(env, settings, seeds, params) -> dict:
     return to_jsonable({"env": env, "config": settings, "seeds": seeds, "param_shapes": shapes})
 
 
-def check_resumable(directory, fingerprint: dict) -> None:
+def check_resumable(directory, fingerprint: dict, free: tuple[str, ...] = ()) -> None:
     """Raise a ValueError naming the settings that differ when the checkpoint in ``directory``
-    belongs to a run with another :func:`run_fingerprint`. Checked before any array is read:
-    another run's arrays may not even fit this run's state."""
+    belongs to a run with another :func:`run_fingerprint`, its ``config`` entries ``free`` left
+    out on both sides (so checkpoints written when those entries still counted resume). Checked
+    before any array is read: another run's arrays may not even fit this run's state."""
+
+    def settings(fp):
+        fp = to_jsonable(fp)
+        if isinstance(fp, dict) and isinstance(fp.get("config"), dict):
+            fp = {**fp, "config": {k: v for k, v in fp["config"].items() if k not in free}}
+        return fp
+
     saved = load_json(Path(directory) / META_FILE).get("fingerprint")
-    differ = json_differences(saved, to_jsonable(fingerprint))
+    differ = json_differences(settings(saved), settings(fingerprint))
     if differ:
         raise ValueError(
             f"checkpoint_dir {directory} holds a run with different settings "

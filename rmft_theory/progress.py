@@ -89,6 +89,21 @@ class Progress:
             self.bar.close()
 
 
+def check_same_metrics(history: list[dict], names=None) -> None:
+    """Raise a ValueError unless every entry of a run's history has the metric names ``names``
+    (default: the first entry's): a run resumed from a checkpoint with another ``metrics_fn``
+    would mix two sets."""
+    if not history:
+        return
+    names = set(history[0] if names is None else names)
+    for i, entry in enumerate(history):
+        if set(entry) != names:
+            raise ValueError(
+                "metrics_fn must give the metrics the checkpointed run recorded: entry "
+                f"{i} has {sorted(entry)}, this run's steps give {sorted(names)}"
+            )
+
+
 def run_chunks(
     advance: Callable[[Any], tuple[Any, Any]],
     state: Any,
@@ -96,14 +111,14 @@ def run_chunks(
     progress: Progress,
     units_per_chunk: int = 1,
     start: int = 0,
-    after_chunk: Callable[[int, Any, Any, float], None] | None = None,
+    after_chunk: Callable[[int, Any, Any, Timings], None] | None = None,
 ) -> tuple[Any, list, Timings]:
     """Apply ``advance`` to chunks ``start .. n_chunks − 1``; it is compiled once, before
     anything runs (nothing is compiled when no chunk is left).
 
-    ``after_chunk(i, state, metrics, seconds)``, if given, runs on the host after chunk i, with
-    the chunk's wall time (e.g. to write a checkpoint). Returns the final state, the per-chunk
-    metrics of the chunks run here, pulled to NumPy, and the timings.
+    ``after_chunk(i, state, metrics, timings)``, if given, runs on the host after chunk i, with
+    this call's compile time and the chunk's run time (e.g. to write a checkpoint). Returns the
+    final state, the per-chunk metrics of the chunks run here, pulled to NumPy, and the timings.
     """
     if start >= n_chunks:
         return state, [], Timings(0.0, 0.0)
@@ -119,7 +134,8 @@ def run_chunks(
             state, metrics = compiled(state)
             history.append(jax.tree.map(np.asarray, metrics))  # waits for the chunk
             if after_chunk is not None:
-                after_chunk(i, state, history[-1], time.perf_counter() - t_chunk)
+                chunk = Timings(compile_s, time.perf_counter() - t_chunk)
+                after_chunk(i, state, history[-1], chunk)
             progress.set((i + 1) * units_per_chunk)
         jax.block_until_ready(state)
     finally:

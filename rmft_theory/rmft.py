@@ -54,7 +54,7 @@ from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model
 from rmft_theory.models.lsa import LinearSelfAttention, invariants, lsa_apply
 from rmft_theory.models.lsa_moments import mse_loss_from_moments, mse_moments
-from rmft_theory.progress import Timings, compile_timed
+from rmft_theory.progress import Timings, check_same_metrics, compile_timed
 from rmft_theory.regret import best_fixed_value, cumulative_regret
 from rmft_theory.rollout import (
     Exploration,
@@ -645,6 +645,8 @@ class FilterResult(NamedTuple):
     ``history`` maps each per-iteration metric to an array with a leading axis over finished
     iterations (plus ``seconds``, the wall time of each); ``base`` holds the same held-out
     metrics for the base model; ``reference`` the baselines' mean held-out regret and curves.
+    ``timings``: the compile time of the session that compiled the iteration (this one, or
+    the checkpoint's) and the run time summed over every iteration, resumed ones included.
     """
 
     params: Any
@@ -678,6 +680,7 @@ def _fingerprint(env, config, seeds, params) -> dict:
 def _stack(history: list[dict]) -> dict:
     if not history:
         return {}
+    check_same_metrics(history)
     return {k: np.asarray([h[k] for h in history], dtype=np.float64) for k in history[0]}
 
 
@@ -748,11 +751,19 @@ def run_filter(
     state = init_state(params, env, config, seeds)
     fingerprint = _fingerprint(env, config, seeds, params)
     history: list[dict] = []
+    compile_s = 0.0
     if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
-        check_resumable(checkpoint_dir, fingerprint)
+        check_resumable(checkpoint_dir, fingerprint, resume_free_fields(config))
         state, meta = load_checkpoint(checkpoint_dir, state)
-        # Checkpoints written before the per-iteration records kept the history in their JSON.
-        history = meta.get("history") or load_records(checkpoint_dir, int(state.iteration))
+        compile_s = float(meta.get("compile_s") or 0.0)
+        if "history" in meta:
+            # Written before the per-iteration records, with the history in its JSON: move it
+            # to records now, before the next checkpoint's JSON, which has none, replaces it.
+            history = meta["history"]
+            for i, entry in enumerate(history):
+                save_record(checkpoint_dir, i, entry)
+        else:
+            history = load_records(checkpoint_dir, int(state.iteration))
         if int(state.iteration) != len(history):
             raise ValueError(f"checkpoint in {checkpoint_dir} is inconsistent (iteration count)")
         if len(history) > config.iterations:
@@ -761,10 +772,13 @@ def run_filter(
                 f"the checkpoint in {checkpoint_dir} has finished"
             )
     start = int(state.iteration)
-    compile_s = run_s = 0.0
     if start < stop:
+        iteration = make_iteration(apply_fn, env, config, metrics_fn, mesh=mesh)
+        if history:  # refuse to mix two metrics_fn in one history
+            names = {*jax.eval_shape(iteration, state, heldout)[1], "seconds"}
+            check_same_metrics(history, names)
         compiled, compile_s = compile_timed(
-            make_iteration(apply_fn, env, config, metrics_fn, mesh=mesh),
+            iteration,
             state,
             heldout,
             compiler_options=compiler_options(config.noise),
@@ -785,15 +799,14 @@ def run_filter(
                 state, metrics = compiled(state, heldout)
                 metrics = jax.block_until_ready(metrics)
                 seconds = time.perf_counter() - t0
-                run_s += seconds
                 history.append({**to_jsonable(metrics), "seconds": seconds})
                 if checkpoint_dir is not None:
                     save_record(checkpoint_dir, len(history) - 1, history[-1])
-                    save_checkpoint(
-                        checkpoint_dir, state, int(state.iteration), {"fingerprint": fingerprint}
-                    )
+                    meta = {"fingerprint": fingerprint, "compile_s": compile_s}
+                    save_checkpoint(checkpoint_dir, state, int(state.iteration), meta)
                 bar.set_postfix(heldout=f"{history[-1]['heldout_regret']:.3f}", refresh=False)
                 bar.update(1)
+    run_s = float(sum(entry["seconds"] for entry in history))
     return FilterResult(
         state.params, state, _stack(history), base, reference, Timings(compile_s, run_s)
     )

@@ -189,7 +189,7 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
         )
         params, curves = result.params, result.metrics
         summary = {"final": {k: v[-1] for k, v in curves.items() if np.ndim(v[-1]) == 0}}
-        timings = result.timings  # run_s: every chunk's, resumed sessions' included
+        timings = result.timings
     else:
         metrics_fn = lsa_weight_metrics(W_star, env.reward_scale) if W_star is not None else None
         result = run_filter(
@@ -201,10 +201,7 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
             checkpoint_dir=out / "checkpoint",
             quiet=quiet,
         )
-        params, curves = result.params, result.history
-        # Every iteration's wall time, resumed sessions' included (this session's alone
-        # would read 0 for a finished run that is run again).
-        timings = result.timings._replace(run_s=float(np.sum(result.history.get("seconds", 0.0))))
+        params, curves, timings = result.params, result.history, result.timings
         summary = {
             "final": {
                 k: np.asarray(v)[-1] for k, v in curves.items() if np.ndim(np.asarray(v)[-1]) == 0
@@ -212,8 +209,10 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
             "base": result.base,
             "reference": {k: v for k, v in result.reference.items() if np.ndim(v) == 0},
         }
+    # Both trainers report the whole run's timings: every step's run time, resumed sessions'
+    # included, and the compile time of the session that compiled, which their checkpoints
+    # record; checkpoints written before they did fall back on an earlier result.json.
     if timings.compile_s == 0.0 and (out / "result.json").exists():
-        # The compile time of the session that compiled: one with nothing left compiles nothing.
         timings = timings._replace(
             compile_s=float(load_json(out / "result.json").get("compile_s") or 0.0)
         )
@@ -233,10 +232,12 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
     return to_jsonable(summary)
 
 
-def _resume_settings(config_json: dict, free: tuple[str, ...]) -> dict:
-    """The parts of a saved config that a training checkpoint must match: all but the filter's
-    fields ``free`` (:func:`rmft_theory.rmft.resume_free_fields`)."""
+def _resume_settings(config_json: dict, method: str, free: tuple[str, ...]) -> dict:
+    """The parts of a saved config that a training checkpoint of ``method`` must match: all
+    but the other method's section and the filter's fields ``free``
+    (:func:`rmft_theory.rmft.resume_free_fields`)."""
     settings = json.loads(json.dumps(config_json))
+    settings.pop("direct" if method == "filter" else "filter", None)
     for name in free:
         settings.get("filter", {}).pop(name, None)
     return settings
@@ -254,7 +255,8 @@ def check_resumable_config(out: Path, config: TrainRunConfig) -> None:
         return
     free = resume_free_fields(config.filter)
     differ = json_differences(
-        _resume_settings(load_json(saved), free), _resume_settings(to_jsonable(config), free)
+        _resume_settings(load_json(saved), config.method, free),
+        _resume_settings(to_jsonable(config), config.method, free),
     )
     if differ:
         raise ValueError(

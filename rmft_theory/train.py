@@ -31,7 +31,7 @@ from rmft_theory.envs import registry as env_registry
 from rmft_theory.envs.gaussian import GaussianFOL
 from rmft_theory.keys import Seeds
 from rmft_theory.objectives import OBJECTIVES, objective_fn
-from rmft_theory.progress import Progress, Timings, run_chunks
+from rmft_theory.progress import Progress, Timings, check_same_metrics, run_chunks
 from rmft_theory.validation import check_choice, check_positive, check_positive_int
 
 OPTIMIZERS = ("adam", "sgd")
@@ -246,9 +246,10 @@ def train_direct(
     holds a checkpoint of the same run (environment, settings, seeds and parameter shapes; a
     mismatch raises a ValueError naming what differs), training resumes after its last
     finished chunk. Step i's keys are ``fold_in(key, i)``, so a resumed run ends with the same
-    parameters and metrics, bit for bit, as an uninterrupted one. ``timings``: this call's
-    compile time; with a checkpoint, the run time summed over every chunk, resumed ones
-    included.
+    parameters and metrics, bit for bit, as an uninterrupted one. ``timings``: the compile
+    time of the session that compiled (with a checkpoint, the checkpoint's when this call had
+    nothing left to compile) and the run time (with a checkpoint, summed over every chunk,
+    resumed ones included).
     """
     apply_fn = lambda params, r: model.apply({"params": params}, r)  # noqa: E731
     progress = Progress(
@@ -260,32 +261,38 @@ def train_direct(
         return jax.lax.scan(lambda s, _: step(s), state, None, length=config.chunk)
 
     state = init_state(model, env, config, seeds)
-    history, seconds, after_chunk = [], [], None
+    history, seconds, saved_compile_s, after_chunk = [], [], 0.0, None
     if checkpoint_dir is not None:
         fingerprint = run_fingerprint(env, config, seeds, state.params)
         if has_checkpoint(checkpoint_dir):
             check_resumable(checkpoint_dir, fingerprint)
-            state, _ = load_checkpoint(checkpoint_dir, state)
+            state, meta = load_checkpoint(checkpoint_dir, state)
+            saved_compile_s = float(meta.get("compile_s") or 0.0)
             for record in load_records(checkpoint_dir, int(state.step) // config.chunk):
                 seconds.append(float(record.pop(SECONDS)))
                 history.append(record)
 
-        def after_chunk(i, state, metrics, chunk_s):
-            seconds.append(chunk_s)
-            save_record(checkpoint_dir, i, {**metrics, SECONDS: chunk_s})
-            save_checkpoint(checkpoint_dir, state, i + 1, {"fingerprint": fingerprint})
+        def after_chunk(i, state, metrics, chunk: Timings):
+            seconds.append(chunk.run_s)
+            save_record(checkpoint_dir, i, {**metrics, SECONDS: chunk.run_s})
+            meta = {"fingerprint": fingerprint, "compile_s": chunk.compile_s}
+            save_checkpoint(checkpoint_dir, state, i + 1, meta)
 
+    n_chunks = config.steps // config.chunk
+    if history and len(history) < n_chunks:  # refuse to mix two metrics_fn in one history
+        check_same_metrics(history, jax.eval_shape(advance, state)[1])
     state, new, timings = run_chunks(
         advance,
         state,
-        config.steps // config.chunk,
+        n_chunks,
         progress,
         units_per_chunk=config.chunk,
         start=len(history),
         after_chunk=after_chunk,
     )
     history += new
+    check_same_metrics(history)
     metrics = {k: np.concatenate([h[k] for h in history]) for k in history[0]}
     if checkpoint_dir is not None:  # every chunk's time, resumed sessions' included
-        timings = timings._replace(run_s=float(sum(seconds)))
+        timings = Timings(timings.compile_s or saved_compile_s, float(sum(seconds)))
     return TrainResult(state.params, metrics, timings)

@@ -104,6 +104,11 @@ def test_filter_run_from_a_toml_file(tmp_path, capsys):
     assert extended["w_eff_rel_error"].shape == (3,)
     np.testing.assert_array_equal(extended["w_eff_rel_error"][:2], curves["w_eff_rel_error"])
 
+    # The other method's section plays no part in a filter run: changing it still resumes.
+    direct = base.replace("iterations = 2", "iterations = 3") + "[direct]\nlearning_rate = 0.5\n"
+    cfg.write_text(direct)
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+
     # Other settings, or fewer iterations than have finished: refused before config.json is
     # rewritten, with a one-line error that names what differs.
     saved = (out / "config.json").read_text()

@@ -266,21 +266,43 @@ def test_history_is_written_once_per_iteration_and_old_checkpoints_still_resume(
 
     seeds = Seeds.from_seed(13)
     model = make_model("lsa", ENV.d)
-    run = run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
+    more = dataclasses.replace(TINY, iterations=TINY.iterations + 1)
+    full = run_filter(model, ENV, more, seeds, metrics_fn=METRICS, quiet=True)
+    run_filter(model, ENV, TINY, seeds, metrics_fn=METRICS, checkpoint_dir=tmp_path,
+               stop_after=1, quiet=True)  # fmt: skip
     meta_path = tmp_path / "checkpoint.json"
     meta = json.loads(meta_path.read_text())
     assert "history" not in meta  # the checkpoint's JSON does not grow with the run
-    records = sorted((tmp_path / "records").glob("step_*.npz"))
-    assert [r.name for r in records] == [f"step_{i:06d}.npz" for i in range(TINY.iterations)]
-    # A checkpoint written before the records kept the history in its JSON: it resumes.
-    history = [
-        {k: np.asarray(v).tolist() for k, v in np.load(r).items()} for r in records
-    ]  # fmt: skip
-    meta_path.write_text(json.dumps({**meta, "history": history}))
+    assert [r.name for r in (tmp_path / "records").glob("*.npz")] == ["step_000000.npz"]
+
+    # Rewrite it as the code before per-iteration records wrote it: the history in the JSON,
+    # no records, no compile time, and `iterations` in the fingerprint.
+    record = np.load(tmp_path / "records" / "step_000000.npz")
+    meta["history"] = [{k: np.asarray(v).tolist() for k, v in record.items()}]
+    meta["fingerprint"]["config"]["iterations"] = TINY.iterations
+    del meta["compile_s"]
+    meta_path.write_text(json.dumps(meta))
     shutil.rmtree(tmp_path / "records")
-    again = run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
-    for k in run.history:
-        np.testing.assert_array_equal(run.history[k], again.history[k])
+
+    # It resumes, then resumes again (its history now lives in records), then extends.
+    for cfg, stop in [(TINY, 2), (TINY, None), (more, None)]:
+        run = run_filter(model, ENV, cfg, seeds, metrics_fn=METRICS, checkpoint_dir=tmp_path,
+                         stop_after=stop, quiet=True)  # fmt: skip
+    assert len(list((tmp_path / "records").glob("*.npz"))) == more.iterations
+    for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(run.state)):
+        np.testing.assert_array_equal(_raw(a), _raw(b))
+    for k in full.history:
+        if k != "seconds":
+            np.testing.assert_array_equal(full.history[k], run.history[k])
+    assert run.timings.run_s == pytest.approx(float(np.sum(run.history["seconds"])), rel=1e-12)
+    assert run.timings.compile_s > 0  # the extending session's, which compiled
+
+    # Another metrics_fn would mix two sets of metrics: refused before anything runs.
+    records = sorted(p.stat().st_mtime_ns for p in (tmp_path / "records").glob("*.npz"))
+    further = dataclasses.replace(more, iterations=more.iterations + 1)
+    with pytest.raises(ValueError, match="metrics_fn must give the metrics"):
+        run_filter(model, ENV, further, seeds, checkpoint_dir=tmp_path, quiet=True)
+    assert records == sorted(p.stat().st_mtime_ns for p in (tmp_path / "records").glob("*.npz"))
 
 
 def test_accumulating_run_does_not_extend_and_the_error_names_the_settings(tmp_path):
