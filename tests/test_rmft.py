@@ -52,6 +52,17 @@ def _raw(x):
     return jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
 
 
+def _assert_same_run(a, b):
+    """Two FilterResults bit-identical in every state leaf (buffer and optimiser included) and
+    every history entry but the wall times, with the same history keys."""
+    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
+        np.testing.assert_array_equal(_raw(x), _raw(y))
+    assert a.history.keys() == b.history.keys()
+    for k in a.history:
+        if k != "seconds":
+            np.testing.assert_array_equal(a.history[k], b.history[k])
+
+
 @pytest.mark.parametrize("noise", ["per-step", "per-trajectory"])
 def test_run_filter_compiles_the_iteration_with_the_librarys_options(noise, monkeypatch):
     from rmft_theory import rmft, runtime
@@ -216,11 +227,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_parameters(tmp_path):
         model, ENV, cfg, seeds, metrics_fn=METRICS, checkpoint_dir=tmp_path, quiet=True
     )
     assert int(resumed.state.iteration) == cfg.iterations
-    for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state)):
-        np.testing.assert_array_equal(_raw(a), _raw(b))  # bit-identical, buffer and optimiser
-    for k in full.history:
-        if k != "seconds":
-            np.testing.assert_array_equal(full.history[k], resumed.history[k])
+    _assert_same_run(full, resumed)
     # A different configuration must not resume from this checkpoint.
     with pytest.raises(ValueError, match="checkpoint_dir"):
         run_filter(
@@ -249,12 +256,8 @@ def test_finished_run_extends_to_more_iterations_bit_identically(tmp_path):
         model, ENV, more, seeds, metrics_fn=METRICS, checkpoint_dir=tmp_path, quiet=True
     )
     assert int(extended.state.iteration) == more.iterations
-    for a, b in zip(jax.tree.leaves(direct.state), jax.tree.leaves(extended.state)):
-        np.testing.assert_array_equal(_raw(a), _raw(b))
-    for k in direct.history:
-        if k != "seconds":
-            assert len(extended.history[k]) == more.iterations
-            np.testing.assert_array_equal(direct.history[k], extended.history[k])
+    _assert_same_run(direct, extended)
+    assert len(extended.history["heldout_regret"]) == more.iterations
     # Fewer iterations than the checkpoint has finished: refused, not silently ignored.
     with pytest.raises(ValueError, match=r"iterations=3 is fewer than the 5 iterations"):
         run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
@@ -289,11 +292,7 @@ def test_history_is_written_once_per_iteration_and_old_checkpoints_still_resume(
         run = run_filter(model, ENV, cfg, seeds, metrics_fn=METRICS, checkpoint_dir=tmp_path,
                          stop_after=stop, quiet=True)  # fmt: skip
     assert len(list((tmp_path / "records").glob("*.npz"))) == more.iterations
-    for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(run.state)):
-        np.testing.assert_array_equal(_raw(a), _raw(b))
-    for k in full.history:
-        if k != "seconds":
-            np.testing.assert_array_equal(full.history[k], run.history[k])
+    _assert_same_run(full, run)
     assert run.timings.run_s == pytest.approx(float(np.sum(run.history["seconds"])), rel=1e-12)
     assert run.timings.compile_s > 0  # the extending session's, which compiled
 
