@@ -109,7 +109,7 @@ class FilterConfig:
         common and regret and reward selection coincide; they differ only when pooled.
       heldout_tasks: fixed held-out tasks for the per-iteration evaluation.
       task_chunk: at most this many tasks rolled out together (the iteration takes chunks of
-        about ``rollout.CHUNK_ELEMENTS`` floats, :func:`rmft_theory.rollout.task_chunk_size`;
+        about ``rollout.chunk_elements()`` floats, :func:`rmft_theory.rollout.task_chunk_size`;
         memory is bounded by ``task_chunk·L·T·d``).
       uniform_mix: bandit environments only: uniform exploration γ ∈ [0, 1] of the sampling
         policy ``(1 − γ) softmax(g/τ) + γ/d`` (:mod:`rmft_theory.bandit_rollout`).
@@ -432,7 +432,7 @@ def make_iteration(
     M, L, k = config.tasks, config.rollouts, config.keep
     evaluate = make_evaluate(apply_fn, config, metrics_fn)
     T, d = env.horizon, env.d
-    # Tasks per lax.map chunk: ~CHUNK_ELEMENTS floats, at most task_chunk (rollout.py).
+    # Tasks per lax.map chunk: ~chunk_elements() floats, at most task_chunk (rollout.py).
     M_local = M // (1 if mesh is None else sharding.axis_size(mesh, sharding.TASKS))
     chunk = task_chunk_size(M_local, task_elements(exploration, L, T, d), config.task_chunk)
 

@@ -171,7 +171,9 @@ def test_equivariant_models_run_on_any_d_and_commute_with_permutations(spec):
     # init on d = 3, apply the same parameters on d = 7.
     small, large = build(spec, 3), build(spec, 7)
     init = jax.jit(small.init)(jax.random.key(0), jnp.zeros((9, 3)))["params"]
-    shapes = jax.eval_shape(large.init, jax.random.key(0), jax.ShapeDtypeStruct((9, 7), float))
+    shapes = jax.eval_shape(
+        large.init, jax.random.key(0), jax.ShapeDtypeStruct((9, 7), jnp.float32)
+    )
     assert jax.tree.map(jnp.shape, init) == jax.tree.map(jnp.shape, shapes["params"])
     noise = random_params(small, 3, seed=6)
     params = jax.tree.map(jnp.add, init, noise)  # init values, made live (zero readouts)

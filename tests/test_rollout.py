@@ -303,8 +303,12 @@ def test_task_draws_shapes():
     assert task_chunk_size(1, 2**30) == 1
 
 
-def test_task_chunk_size_prefers_a_divisor_of_the_task_count():
+def test_task_chunk_size_prefers_a_divisor_of_the_task_count(monkeypatch):
     """No remainder batch when a divisor lies within half the chunk; the chunk itself if not."""
+    from rmft_theory import rollout
+
+    # The CPU chunk on every backend, so that the sizes below hold on accelerators too.
+    monkeypatch.setattr(rollout, "ACCELERATOR_CHUNK_ELEMENTS", rollout.CHUNK_ELEMENTS)
     per_trajectory = task_elements(Exploration("per-trajectory"), 64, 200, 8)  # 163 per chunk
     assert task_chunk_size(1024, per_trajectory) == 128
     assert task_chunk_size(978, per_trajectory) == 163  # 6 × 163
@@ -315,3 +319,12 @@ def test_task_chunk_size_prefers_a_divisor_of_the_task_count():
     assert task_chunk_size(10, 1, max_tasks=3) == 2 and task_chunk_size(7, 1, max_tasks=3) == 3
     assert task_chunk_size(10, 1, max_tasks=1) == 1  # an explicit bound of one task is kept
     assert task_chunk_size(3, 2**30) == 2  # never one task per chunk
+
+
+def test_chunk_elements_by_backend():
+    from rmft_theory import rollout
+
+    assert rollout.chunk_elements("cpu") == rollout.CHUNK_ELEMENTS == 2**21
+    assert rollout.chunk_elements("gpu") == rollout.chunk_elements("tpu") == 2**27
+    expected = rollout.CHUNK_ELEMENTS if jax.default_backend() == "cpu" else 2**27
+    assert rollout.chunk_elements() == expected
