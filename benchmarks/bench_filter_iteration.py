@@ -75,6 +75,12 @@ def main(argv=None) -> dict:
     p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--noise", default="per-trajectory", choices=["per-trajectory", "per-step"])
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument(
+        "--task-chunk",
+        type=int,
+        default=FilterConfig.task_chunk,
+        help="FilterConfig.task_chunk: most tasks per chunk (raise it on a GPU)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.repeats = 5
@@ -89,6 +95,7 @@ def main(argv=None) -> dict:
         noise_scale=3.0,
         finetune_steps=args.finetune_steps,
         heldout_tasks=256,
+        task_chunk=args.task_chunk,
     )
     model = make_model("lsa", env.d)
     apply_fn = apply_function(model)
@@ -185,6 +192,7 @@ def main(argv=None) -> dict:
         "noise": config.noise,
         "finetune_steps": config.finetune_steps,
         "heldout_tasks": config.heldout_tasks,
+        "task_chunk": config.task_chunk,
         "repeats": args.repeats,
     }
     payload = {
@@ -207,7 +215,8 @@ def main(argv=None) -> dict:
     }
     md = [
         f"M={M} L={L} T={env.horizon} d={env.d} k={k}, {config.noise} noise, "
-        f"finetune_steps={config.finetune_steps}; median of {args.repeats} interleaved runs.",
+        f"finetune_steps={config.finetune_steps}, task_chunk={config.task_chunk}; "
+        f"median of {args.repeats} interleaved runs.",
         "",
         markdown_table(
             rows, ["part", "compile_s", "run_ms", "x_bare_rollout", "x_rollout_with_policies"]
