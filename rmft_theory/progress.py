@@ -89,13 +89,11 @@ class Progress:
             self.bar.close()
 
 
-def check_same_metrics(history: list[dict], names=None) -> None:
+def check_same_metrics(history: list[dict], names) -> None:
     """Raise a ValueError unless every entry of a run's history has the metric names ``names``
-    (default: the first entry's): a run resumed from a checkpoint with another ``metrics_fn``
-    would mix two sets."""
-    if not history:
-        return
-    names = set(history[0] if names is None else names)
+    (those the run's steps give): a run resumed from a checkpoint with another ``metrics_fn``
+    would mix two sets. Checked before a resumed run's first step."""
+    names = set(names)
     for i, entry in enumerate(history):
         if set(entry) != names:
             raise ValueError(

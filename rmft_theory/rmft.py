@@ -680,7 +680,6 @@ def _fingerprint(env, config, seeds, params) -> dict:
 def _stack(history: list[dict]) -> dict:
     if not history:
         return {}
-    check_same_metrics(history)
     return {k: np.asarray([h[k] for h in history], dtype=np.float64) for k in history[0]}
 
 

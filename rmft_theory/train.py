@@ -291,7 +291,6 @@ def train_direct(
         after_chunk=after_chunk,
     )
     history += new
-    check_same_metrics(history)
     metrics = {k: np.concatenate([h[k] for h in history]) for k in history[0]}
     if checkpoint_dir is not None:  # every chunk's time, resumed sessions' included
         timings = Timings(timings.compile_s or saved_compile_s, float(sum(seconds)))
