@@ -241,6 +241,8 @@ def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
             "single_pinned_ms": pinned,
             "mesh2_pinned_ms": 1.0,
             "speedup_pinned": pinned,
+            "mesh2_from_device0_ms": mesh2 + 0.25,
+            "speedup_from_device0": single / (mesh2 + 0.25),
         }
 
     runs = [
@@ -262,8 +264,12 @@ def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
     assert (
         out["rollout a"]["speedup_pinned"] == 1.5 and out["rollout a"]["faster_in_pinned"] == "2/3"
     )
+    assert out["rollout a"]["mesh2_from_device0_ms"] == 1.25  # median of 0.75, 2.25, 1.25
+    assert out["rollout a"]["speedup_from_device0"] == 1.0 / 0.75  # median of 1.33, 0.44, 2.4
     old = [{k: v for k, v in row("rollout a", 1.0, 0.5).items() if "pinned" not in k}]
     assert "speedup_pinned" not in bench.summarize([old], 2)[0]  # results from before pinning
+    older = [{k: v for k, v in old[0].items() if "device0" not in k}]
+    assert "speedup_from_device0" not in bench.summarize([older], 2)[0]  # before placing
     assert bench.summarize(["failed: ['x']"], 2) == []
 
 
