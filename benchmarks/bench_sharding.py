@@ -8,10 +8,11 @@ one process, timed back to back (median of interleaved repeats, compile time apa
 * ``mesh1``: the sharded code on a one-device mesh (the overhead of the sharded form);
 * ``meshN``: the sharded code on all N devices, tasks split over the ``"tasks"`` axis.
 
-Each is given its inputs where its executable takes them (:func:`placed_inputs`), placed once
-before timing, as a run keeps its state on the mesh between iterations. ``meshN_from_device0``
-times the N-device executable on inputs left on device 0, so every call first moves them to the
-mesh (at M = 64 that transfer took about 0.1 ms of a 0.6 ms rollout).
+Each is given its inputs where its executable takes them
+(:func:`rmft_theory.sharding.placed_for`), placed once before timing, as a run keeps its state on
+the mesh between iterations. ``meshN_from_device0`` times the N-device executable on inputs left
+on device 0, so every call first moves them to the mesh (at M = 64 that transfer took about
+0.1 ms of a 0.6 ms rollout).
 
 Workloads: the filter rollout of the single-layer LSA (:func:`rmft_theory.sharding.
 sharded_rollout_scores`, rewards given) with per-trajectory and per-step noise, the filter's
@@ -81,6 +82,7 @@ from rmft_theory.rollout import Exploration, rollout_scores  # noqa: E402
 from rmft_theory.runtime import compiler_options  # noqa: E402
 from rmft_theory.sharding import (  # noqa: E402
     make_mesh,
+    placed_for,
     sharded_finetune,
     sharded_rollout_scores,
 )
@@ -131,21 +133,15 @@ def iteration_calls(M, L, T, d, steps, meshes):
     return fns, (state, heldout), M * L * T, params_of
 
 
-def placed_inputs(compiled, args) -> tuple:
-    """``args`` put where ``compiled`` takes them (its ``input_shardings``): split or
-    replicated over the mesh's devices, as a run keeps them between calls (the filter's state
-    stays on the mesh from one iteration to the next)."""
-    return jax.device_put(args, compiled.input_shardings[0])
-
-
 def bench(label, fns, args, work, repeats, pick=lambda out: out, options=None) -> dict:
     """Time each of ``fns`` on ``args`` placed as its executable takes them
-    (:func:`placed_inputs`), and the N-device one also on ``args`` left on device 0 (moved to
-    the mesh inside every call: ``meshN_from_device0``), in interleaved rounds."""
+    (:func:`rmft_theory.sharding.placed_for`), and the N-device one also on ``args`` left on
+    device 0 (moved to the mesh inside every call: ``meshN_from_device0``), in interleaved
+    rounds."""
     compiled, compile_s, outs, placed = {}, {}, {}, {}
     for name, fn in fns.items():
         compiled[name], compile_s[name] = compile_jax(fn, *args, compiler_options=options)
-        placed[name] = placed_inputs(compiled[name], args)
+        placed[name] = placed_for(compiled[name], args)
         outs[name] = pick(compiled[name](*placed[name]))
     ref = jax.tree.leaves(outs["single"])
     diffs = {}
@@ -339,7 +335,8 @@ def main(argv=None) -> dict:
         f"plain jit on one device; `mesh1`/`mesh{n}`: the sharded code on 1 and {n} devices, "
         "each given its inputs where its executable takes them (split or replicated over the "
         "mesh, placed once before timing, as a run keeps its state on the mesh between "
-        f"iterations: :func:`placed_inputs`); `mesh{n}_from_device0`: the {n}-device "
+        "iterations: :func:`rmft_theory.sharding.placed_for`); "
+        f"`mesh{n}_from_device0`: the {n}-device "
         "executable given the inputs on device 0, so that every call first moves them (the "
         "protocol of this benchmark before 2026-11-22). "
         f"Speed-up: single (or mesh1) time over mesh{n} time in each process, then the median "

@@ -460,8 +460,9 @@ def make_iteration(
         key_tasks = jax.random.fold_in(state.key_tasks, i)
         key_rewards = jax.random.fold_in(state.key_rewards, i)
         keys_M = jax.random.split(jax.random.fold_in(state.key_noise, i), M)
-        rewards_MxTxD = sample_batch(key_tasks, key_rewards, env, M)
+        rewards_MxTxD = sharding.split_tasks(sample_batch(key_tasks, key_rewards, env, M), mesh)
         g_MxTxD = jax.vmap(lambda r: model_outputs(apply_fn, state.params, r))(rewards_MxTxD)
+        g_MxTxD = sharding.split_tasks(g_MxTxD, mesh)
 
         regret_MxL, score_MxL, target_MxTxD, kept_regret_M, threshold_M = (
             sharding.map_tasks_sharded(task_select, (keys_M, g_MxTxD, rewards_MxTxD), chunk, mesh)
@@ -498,7 +499,7 @@ def make_iteration(
             "kept_regret_mean": kept_regret,
             "finetune_loss_start": losses[0],
             "finetune_loss_end": losses[-1],
-            **evaluate(params, heldout_NxTxD),
+            **evaluate(params, sharding.split_tasks(heldout_NxTxD, mesh)),
         }
         new_state = state._replace(
             params=params, opt_state=opt_state, buffer=buffer, iteration=i + 1
@@ -784,6 +785,8 @@ def run_filter(
         )
         if not quiet:
             print(f"[{desc}] compiled one iteration in {compile_s:.2f}s", file=sys.stderr)
+        if mesh is not None:  # on the mesh once, not moved there by every iteration
+            state, heldout = sharding.placed_for(compiled, (state, heldout))
         with tqdm(
             total=stop,
             initial=start,

@@ -124,6 +124,35 @@ def run_checks() -> dict:
                     for n in ref_s.params
                 ),
             }
+    # Placement: split_tasks splits a per-task array over "tasks" (replicated on "rollouts"),
+    # and placed_for puts inputs where a mesh executable takes them; the iteration's held-out
+    # evaluation is split over the devices too (its input is taken split).
+    from rmft_theory.sharding import placed_for, split_tasks, task_sharding
+
+    mixed = meshes["tasks2xrollouts2"]
+    split = jax.jit(lambda x: split_tasks(x, mixed))(rewards)
+    odd = jax.jit(lambda x: split_tasks(x, meshes["tasks4"]))(rewards[:3])
+    c = dataclasses.replace(cfg, noise="per-trajectory")
+    state = init_state(params, env, c, Seeds.from_seed(0))
+    step = jax.jit(make_iteration(lsa_apply, env, c, mesh=meshes["tasks4"]))
+    compiled = step.lower(state, heldout).compile()
+    placed = placed_for(compiled, (state, heldout))
+    # None where the executable does not read an input (the iteration restarts the optimiser).
+    as_compiled = jax.tree.map(
+        lambda w, a: w is None or bool(a.sharding.is_equivalent_to(w, a.ndim)),
+        compiled.input_shardings[0],
+        placed,
+        is_leaf=lambda w: w is None,
+    )
+    out["placement"] = {
+        "split_as_task_sharding": bool(split.sharding.is_equivalent_to(task_sharding(mixed), 3)),
+        "split_devices": len(split.sharding.device_set),
+        "odd_count_devices": len(odd.sharding.device_set),
+        "placed_as_compiled": all(jax.tree.leaves(as_compiled)),
+        "placed_leaves": len(jax.tree.leaves(as_compiled)),
+        "heldout_shards": len({str(s.index) for s in placed[1].addressable_shards}),
+    }
+
     from rmft_theory.rmft import run_filter
 
     runs = [
@@ -177,6 +206,15 @@ def test_sharded_iteration_equals_single_device(sharded_results):
         assert r["targets_max_abs_diff"] <= 1e-6, (name, r)
         assert r["regret_mean_diff"] <= 1e-5, (name, r)
         assert r["params_max_rel_diff"] <= 1e-5, (name, r)
+
+
+def test_inputs_are_placed_where_the_mesh_takes_them(sharded_results):
+    r = sharded_results["placement"]
+    assert r["split_as_task_sharding"] and r["split_devices"] == N_DEVICES, r
+    assert r["odd_count_devices"] == 1, r  # 3 tasks do not split over 4 devices: left alone
+    assert r["placed_as_compiled"] and r["placed_leaves"] >= 10, r  # params, buffer, keys...
+    # The held-out tasks are evaluated in N_DEVICES distinct slices, not replicated.
+    assert r["heldout_shards"] == N_DEVICES, r
 
 
 def test_sharded_run_filter_equals_single_device(sharded_results):
