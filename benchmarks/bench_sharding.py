@@ -11,8 +11,8 @@ one process, timed back to back (median of interleaved repeats, compile time apa
 Each is given its inputs where its executable takes them
 (:func:`rmft_theory.sharding.placed_for`), placed once before timing, as a run keeps its state on
 the mesh between iterations. ``meshN_from_device0`` times the N-device executable on inputs left
-on device 0, so every call first moves them to the mesh (at M = 64 that transfer took about
-0.1 ms of a 0.6 ms rollout).
+on device 0, so every call first moves them to the mesh (the protocol before f6d953e; at M = 64
+the rollout then took 0.79 against 0.57 ms in the run at d129253).
 
 Workloads: the filter rollout of the single-layer LSA (:func:`rmft_theory.sharding.
 sharded_rollout_scores`, rewards given) with per-trajectory and per-step noise, the filter's
@@ -338,7 +338,7 @@ def main(argv=None) -> dict:
         "iterations: :func:`rmft_theory.sharding.placed_for`); "
         f"`mesh{n}_from_device0`: the {n}-device "
         "executable given the inputs on device 0, so that every call first moves them (the "
-        "protocol of this benchmark before 2026-11-22). "
+        "protocol of this benchmark before f6d953e). "
         f"Speed-up: single (or mesh1) time over mesh{n} time in each process, then the median "
         f"over processes; the `_range` columns span the "
         f"processes, and `faster_in` counts those in which {n} devices were faster; `cores`: "

@@ -23,10 +23,11 @@ A :class:`jax.sharding.Mesh` with a ``"tasks"`` axis, and optionally a ``"rollou
   steps then run replicated.
 
 On CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` (set before JAX starts) splits the
-host into N devices; on the 2-core benchmark machine two devices ran every measured workload
-1.01-1.41× as fast as one, given inputs already on the mesh (:func:`task_sharding`,
-:func:`placed_for`; benchmarks/bench_sharding.py). Across hosts, call ``jax.distributed.initialize()`` first and
-build the mesh from ``jax.devices()`` (all hosts' devices); see the README.
+host into N devices. On the 2-core benchmark machine, given inputs already on the mesh
+(:func:`task_sharding`, :func:`placed_for`), two devices ran the larger per-trajectory rollout
+1.41× as fast as one and the other workloads at parity (1.01-1.04×; benchmarks/bench_sharding.py).
+Across hosts, call ``jax.distributed.initialize()`` first and build the mesh from
+``jax.devices()`` (all hosts' devices); see the README.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def map_tasks_sharded(
         return jax.lax.map(fn, xs, batch_size=batch_size)
     n = jax.tree.leaves(xs)[0].shape[0]
     _check_divisible("tasks", n, axis_size(mesh, TASKS), TASKS)
-    spec = P(TASKS) if TASKS in mesh.axis_names else P()
+    spec = task_sharding(mesh).spec
 
     def local(xs_local):
         return jax.lax.map(fn, xs_local, batch_size=batch_size)
@@ -152,9 +153,10 @@ def sharded_rollout_scores(
     M must be divisible by the ``"tasks"`` axis and L by the ``"rollouts"`` axis. Task m still
     draws from ``split(key, M)[m]`` and trajectory l is row l of its draws, so the result equals
     the unsharded one to float rounding. Give it rewards already on the mesh
-    (``jax.device_put(rewards, task_sharding(mesh))``): rewards on one device are moved at
-    every call (about 0.1 ms of a 0.6 ms rollout at M = L = 64, T = 200, d = 8 on 2 CPU
-    devices; benchmarks/bench_sharding.py).
+    (``jax.device_put(rewards, task_sharding(mesh))``, the parameters with
+    :func:`replicated`, or all inputs of a compiled call with :func:`placed_for`): inputs on
+    one device are moved at every call (at M = L = 64, T = 200, d = 8 on 2 CPU devices the
+    rollout took 0.79 ms against 0.57 ms placed; benchmarks/bench_sharding.py).
     """
     check_positive_int("rollouts", n_rollouts)
     check_task_batch(rewards_MxTxD)
@@ -164,7 +166,7 @@ def sharded_rollout_scores(
     _check_divisible("rollouts", n_rollouts, n_rows, ROLLOUTS)
     keys_M = jax.random.split(key, M)
     rows_per_device = n_rollouts // n_rows
-    task_spec = P(TASKS) if TASKS in mesh.axis_names else P()
+    task_spec = task_sharding(mesh).spec
     out_spec = P(
         TASKS if TASKS in mesh.axis_names else None,
         ROLLOUTS if ROLLOUTS in mesh.axis_names else None,
@@ -189,14 +191,16 @@ def sharded_rollout_scores(
 
 def task_sharding(mesh: Mesh) -> NamedSharding:
     """Sharding of a per-task input (rewards (M, T, d)) as the rollouts take it: split over
-    ``"tasks"``, replicated along ``"rollouts"``. Put inputs there once
-    (``jax.device_put(rewards, task_sharding(mesh))``) rather than moving them in every call."""
+    ``"tasks"``, replicated along ``"rollouts"`` (replicated everywhere on a mesh without a
+    ``"tasks"`` axis). Put inputs there once (``jax.device_put(rewards, task_sharding(mesh))``)
+    rather than moving them in every call."""
     return NamedSharding(mesh, P(TASKS) if TASKS in mesh.axis_names else P())
 
 
-def placed_for(compiled, args: tuple) -> tuple:
-    """``args`` put where the ahead-of-time ``compiled`` executable takes them (its
-    ``input_shardings``: split or replicated over its mesh), so that calls do not move them."""
+def placed_for(compiled: jax.stages.Compiled, args: tuple) -> tuple:
+    """The positional ``args`` put where the ahead-of-time ``compiled`` executable takes them
+    (its ``input_shardings``: split or replicated over its mesh), so that calls do not move
+    them. Inputs the executable does not read (``None`` shardings) stay where they are."""
     return jax.device_put(args, compiled.input_shardings[0])
 
 

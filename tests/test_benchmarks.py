@@ -266,10 +266,20 @@ def test_sharding_summary_takes_medians_and_counts_the_faster_processes():
     )
     assert out["rollout a"]["mesh2_from_device0_ms"] == 1.25  # median of 0.75, 2.25, 1.25
     assert out["rollout a"]["speedup_from_device0"] == 1.0 / 0.75  # median of 1.33, 0.44, 2.4
-    old = [{k: v for k, v in row("rollout a", 1.0, 0.5).items() if "pinned" not in k}]
-    assert "speedup_pinned" not in bench.summarize([old], 2)[0]  # results from before pinning
-    older = [{k: v for k, v in old[0].items() if "device0" not in k}]
-    assert "speedup_from_device0" not in bench.summarize([older], 2)[0]  # before placing
+    # Results from before the placed inputs (f6d953e) have no from-device-0 timings, and
+    # those from before pinning no pinned ones either; a summary over old and new processes
+    # reports only what all of them measured.
+    placed = row("rollout a", 1.0, 0.5)
+    unplaced = {k: v for k, v in placed.items() if "device0" not in k}
+    unpinned = {k: v for k, v in unplaced.items() if "pinned" not in k}
+    for runs_, absent in (
+        ([[unplaced]], ("mesh2_from_device0_ms", "speedup_from_device0")),
+        ([[unpinned]], ("speedup_pinned", "mesh2_pinned_ms", "speedup_from_device0")),
+        ([[placed], [unplaced]], ("mesh2_from_device0_ms", "speedup_from_device0")),
+    ):
+        summary = bench.summarize(runs_, 2)[0]
+        assert not any(k in summary for k in absent), (absent, summary)
+        assert summary["speedup_vs_single"] == 2.0
     assert bench.summarize(["failed: ['x']"], 2) == []
 
 

@@ -124,52 +124,76 @@ def run_checks() -> dict:
                     for n in ref_s.params
                 ),
             }
-    # Placement: split_tasks splits a per-task array over "tasks" (replicated on "rollouts"),
-    # and placed_for puts inputs where a mesh executable takes them; the iteration's held-out
-    # evaluation is split over the devices too (its input is taken split).
-    from rmft_theory.sharding import placed_for, split_tasks, task_sharding
+    # Placement. split_tasks splits a per-task array over "tasks" (replicated on "rollouts");
+    # placed_for puts a compiled step's inputs where it takes them, so that neither the first
+    # call nor the next one on its own output state moves anything (a transfer guard turns any
+    # implicit transfer into an error; the unplaced inputs show that it does); the held-out
+    # evaluation is taken split, not replicated.
+    from rmft_theory.sharding import placed_for, replicated, split_tasks, task_sharding
+
+    def guarded(fn) -> str:
+        try:
+            with jax.transfer_guard("disallow"):
+                jax.block_until_ready(fn())
+        except Exception as e:  # the message is the result
+            return f"{type(e).__name__}: {str(e)[:200]}"
+        return "ok"
 
     mixed = meshes["tasks2xrollouts2"]
     split = jax.jit(lambda x: split_tasks(x, mixed))(rewards)
     odd = jax.jit(lambda x: split_tasks(x, meshes["tasks4"]))(rewards[:3])
     c = dataclasses.replace(cfg, noise="per-trajectory")
     state = init_state(params, env, c, Seeds.from_seed(0))
-    step = jax.jit(make_iteration(lsa_apply, env, c, mesh=meshes["tasks4"]))
-    compiled = step.lower(state, heldout).compile()
-    placed = placed_for(compiled, (state, heldout))
-    # None where the executable does not read an input (the iteration restarts the optimiser).
-    as_compiled = jax.tree.map(
-        lambda w, a: w is None or bool(a.sharding.is_equivalent_to(w, a.ndim)),
-        compiled.input_shardings[0],
-        placed,
-        is_leaf=lambda w: w is None,
-    )
     out["placement"] = {
         "split_as_task_sharding": bool(split.sharding.is_equivalent_to(task_sharding(mixed), 3)),
-        "split_devices": len(split.sharding.device_set),
+        "split_shards": len({str(s.index) for s in split.addressable_shards}),
         "odd_count_devices": len(odd.sharding.device_set),
-        "placed_as_compiled": all(jax.tree.leaves(as_compiled)),
-        "placed_leaves": len(jax.tree.leaves(as_compiled)),
-        "heldout_shards": len({str(s.index) for s in placed[1].addressable_shards}),
     }
+    for m_name, mesh in meshes.items():
+        step = jax.jit(make_iteration(lsa_apply, env, c, mesh=mesh))
+        compiled = step.lower(state, heldout).compile()
+        placed = placed_for(compiled, (state, heldout))
+        out["placement"][m_name] = {
+            "two_iterations_placed": guarded(
+                lambda compiled=compiled, placed=placed: compiled(compiled(*placed)[0], placed[1])
+            ),
+            "unplaced": guarded(lambda compiled=compiled: compiled(state, heldout)),
+            "heldout_shards": len({str(s.index) for s in placed[1].addressable_shards}),
+        }
+    e = explorations["per-trajectory"]
+    rollout = jax.jit(lambda p, r, k: sharded_rollout_scores(lsa_apply, p, r, k, e, L, mixed))
+    rollout(params, rewards, key)  # compile outside the guard
+    put = jax.device_put((params, key), replicated(mixed))
+    out["placement"]["rollout_placed"] = guarded(
+        lambda: rollout(put[0], jax.device_put(rewards, task_sharding(mixed)), put[1])
+    )
 
     from rmft_theory.rmft import run_filter
 
-    runs = [
-        run_filter(lsa_apply, env, cfg, Seeds.from_seed(1), params=params, quiet=True, mesh=m)
-        for m in (None, meshes["tasks4"])
-    ]
-    out["run_filter"] = {
-        "params_max_rel_diff": max(
-            float(
-                jnp.max(jnp.abs(runs[1].params[n] - runs[0].params[n]))
-                / (1e-12 + jnp.max(jnp.abs(runs[0].params[n])))
+    runs = [run_filter(lsa_apply, env, cfg, Seeds.from_seed(1), params=params, quiet=True)]
+    # On every mesh, with implicit device-to-device transfers forbidden: run_filter puts its
+    # state and held-out tasks on the mesh itself (explicit transfers are allowed).
+    for mesh in meshes.values():
+        with jax.transfer_guard_device_to_device("disallow"):
+            runs.append(
+                run_filter(
+                    lsa_apply, env, cfg, Seeds.from_seed(1), params=params, quiet=True, mesh=mesh
+                )
             )
-            for n in runs[0].params
-        ),
-        "heldout_regret_diff": float(
-            np.max(np.abs(runs[1].history["heldout_regret"] - runs[0].history["heldout_regret"]))
-        ),
+    out["run_filter"] = {
+        m_name: {
+            "params_max_rel_diff": max(
+                float(
+                    jnp.max(jnp.abs(run.params[n] - runs[0].params[n]))
+                    / (1e-12 + jnp.max(jnp.abs(runs[0].params[n])))
+                )
+                for n in runs[0].params
+            ),
+            "heldout_regret_diff": float(
+                np.max(np.abs(run.history["heldout_regret"] - runs[0].history["heldout_regret"]))
+            ),
+        }
+        for m_name, run in zip(meshes, runs[1:], strict=True)
     }
     return out
 
@@ -210,16 +234,21 @@ def test_sharded_iteration_equals_single_device(sharded_results):
 
 def test_inputs_are_placed_where_the_mesh_takes_them(sharded_results):
     r = sharded_results["placement"]
-    assert r["split_as_task_sharding"] and r["split_devices"] == N_DEVICES, r
+    # 8 tasks over a 2 x 2 mesh: 2 distinct slices (each held by the 2 "rollouts" devices).
+    assert r["split_as_task_sharding"] and r["split_shards"] == 2, r
     assert r["odd_count_devices"] == 1, r  # 3 tasks do not split over 4 devices: left alone
-    assert r["placed_as_compiled"] and r["placed_leaves"] >= 10, r  # params, buffer, keys...
-    # The held-out tasks are evaluated in N_DEVICES distinct slices, not replicated.
-    assert r["heldout_shards"] == N_DEVICES, r
+    assert r["rollout_placed"] == "ok", r
+    for m_name, tasks in (("tasks4", 4), ("tasks2xrollouts2", 2), ("rollouts4", 1)):
+        m = r[m_name]
+        assert m["two_iterations_placed"] == "ok", (m_name, m)
+        assert "Disallowed" in m["unplaced"], (m_name, m)  # the guard does catch transfers
+        # The held-out tasks are evaluated in one slice per device on the "tasks" axis.
+        assert m["heldout_shards"] == tasks, (m_name, m)
 
 
 def test_sharded_run_filter_equals_single_device(sharded_results):
-    r = sharded_results["run_filter"]
-    assert r["params_max_rel_diff"] <= 1e-5 and r["heldout_regret_diff"] <= 1e-4, r
+    for m_name, r in sharded_results["run_filter"].items():
+        assert r["params_max_rel_diff"] <= 1e-5 and r["heldout_regret_diff"] <= 1e-4, (m_name, r)
 
 
 if __name__ == "__main__":
