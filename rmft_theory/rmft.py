@@ -671,10 +671,15 @@ def resume_free_fields(config: FilterConfig) -> tuple[str, ...]:
     return ("finetune_form",) if config.accumulate else ("finetune_form", "iterations")
 
 
-def _fingerprint(env, config, seeds, params) -> dict:
-    """What a checkpoint must match to be resumed: all but :func:`resume_free_fields`."""
+def _fingerprint(env, config, seeds, params, mesh=None) -> dict:
+    """What a checkpoint must match to be resumed: all but :func:`resume_free_fields`, and the
+    mesh's axis sizes when it spans more than one device (another device count sums over
+    tasks in another order, so the resumed run would match an uninterrupted one only to
+    rounding; one-device runs keep the fingerprint they had before meshes counted)."""
     free = resume_free_fields(config)
     settings = {k: v for k, v in to_jsonable(config).items() if k not in free}
+    if mesh is not None and mesh.size > 1:
+        settings["mesh"] = {name: int(size) for name, size in mesh.shape.items()}
     return run_fingerprint(env, settings, seeds, params)
 
 
@@ -717,7 +722,8 @@ def run_filter(
       quiet: no progress bar or compile-time line.
       desc: the progress bar's label.
       mesh: run each iteration over these devices (:func:`rmft_theory.sharding.make_mesh`;
-        see :func:`make_iteration`).
+        see :func:`make_iteration`). A checkpoint resumes only on a mesh of the same shape
+        (one device and no mesh count as the same).
     """
     apply_fn = apply_function(model)
     if params is None:
@@ -749,7 +755,7 @@ def run_filter(
     base = to_jsonable(evaluate(params, heldout))
 
     state = init_state(params, env, config, seeds)
-    fingerprint = _fingerprint(env, config, seeds, params)
+    fingerprint = _fingerprint(env, config, seeds, params, mesh)
     history: list[dict] = []
     compile_s = 0.0
     if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):

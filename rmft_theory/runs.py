@@ -162,9 +162,14 @@ def _plain(env):
     return env
 
 
-def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict:
-    """Train as ``config`` says and write the run directory ``out``; return the summary."""
+def run_training(config: TrainRunConfig, out: Path, quiet: bool = False, mesh=None) -> dict:
+    """Train as ``config`` says and write the run directory ``out``; return the summary.
+
+    ``mesh`` (:func:`rmft_theory.sharding.make_mesh`) runs each filter iteration over its
+    devices (``method = "filter"`` on full-information environments only)."""
     out = Path(out)
+    if mesh is not None and mesh.size > 1 and config.method != "filter":
+        raise ValueError(f"devices > 1 needs method 'filter', got method {config.method!r}")
     env = _plain(config.env.build())
     model = config.model.build(env.d)
     seeds = Seeds.from_seed(config.seed)
@@ -200,6 +205,7 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
             metrics_fn=metrics_fn,
             checkpoint_dir=out / "checkpoint",
             quiet=quiet,
+            mesh=mesh,
         )
         params, curves, timings = result.params, result.history, result.timings
         summary = {
@@ -224,6 +230,7 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False) -> dict
         "W_star": W_star,
         "compile_s": timings.compile_s,
         "run_s": timings.run_s,
+        "devices": 1 if mesh is None else int(mesh.size),
         "config": config,
         "seeds": seeds,
         "environment": environment_info(),

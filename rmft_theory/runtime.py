@@ -1,7 +1,7 @@
 """XLA on CPU at run time: pin its intra-op worker threads one per CPU (Linux), build
-``XLA_FLAGS`` with backend options for a process yet to start JAX (:func:`xla_flags_with`),
-and the per-executable compiler options the library compiles its filter loop with
-(:func:`compiler_options`).
+``XLA_FLAGS`` with backend options or a host device count for a process yet to start JAX
+(:func:`xla_flags_with`, :func:`xla_flags_with_host_devices`), and the per-executable compiler
+options the library compiles its filter loop with (:func:`compiler_options`).
 
 XLA's CPU client runs parallel work on a pool of worker threads, one per CPU it may use, and
 leaves their placement to the operating system. Linux places a woken thread near the thread
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import jax
 
-from rmft_theory.validation import check_choice
+from rmft_theory.validation import check_choice, check_positive_int
 
 # The name XLA's CPU client gives its intra-op pool's threads ("tf_" + "XLAEigen"). It is an
 # internal detail of XLA, not an API: tests/test_runtime.py checks it against the running
@@ -113,6 +113,24 @@ def pinned_xla_threads(cpus: Sequence[int] | None = None) -> Iterator[dict[int, 
         yield previous
     finally:
         restore_affinities(previous)
+
+
+HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def xla_flags_with_host_devices(n: int, flags: str | None = None) -> str:
+    """``flags`` (default: ``$XLA_FLAGS``) asking XLA to split the host CPU into ``n`` devices
+    (``--xla_force_host_platform_device_count``), for a process yet to start JAX's backends.
+
+    A count the flags already set is kept (the caller's choice wins); ``n = 1`` adds nothing.
+    Only the CPU platform reads the flag: on a GPU or TPU machine ``jax.devices()`` still lists
+    the accelerators. ``n`` below 1 raises a ValueError naming ``devices``.
+    """
+    check_positive_int("devices", n)
+    base = os.environ.get("XLA_FLAGS", "") if flags is None else flags
+    if n == 1 or HOST_DEVICES_FLAG in base:
+        return base
+    return f"{base} {HOST_DEVICES_FLAG}={n}".strip()
 
 
 def xla_flags_with(backend_options: dict[str, str], flags: str | None = None) -> str:

@@ -84,6 +84,24 @@ def make_mesh(
     return Mesh(np.asarray(devices[: math.prod(shape)], dtype=object).reshape(shape), axis_names)
 
 
+def mesh_of(devices: int) -> Mesh | None:
+    """A ``"tasks"`` mesh over the first ``devices`` JAX devices, or None for one device (the
+    command line's ``--devices``). Fewer devices than asked raises a ValueError that says how
+    to get them on CPU."""
+    n = check_positive_int("devices", devices)
+    if n == 1:
+        return None
+    available = jax.devices()
+    if len(available) < n:
+        raise ValueError(
+            f"devices={n} needs {n} JAX devices, {len(available)} available "
+            f"({available[0].platform}); on CPU the host is split into N devices only by "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX starts, which "
+            "the rmft command does for --devices"
+        )
+    return make_mesh((n,))
+
+
 def axis_size(mesh: Mesh, name: str) -> int:
     """Devices along ``name`` (1 if the mesh has no such axis)."""
     return int(mesh.shape[name]) if name in mesh.axis_names else 1

@@ -1,6 +1,9 @@
 """``rmft train``: config files, overrides, one-line errors, saved models that evaluate."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -176,6 +179,26 @@ def test_bad_config_file(tmp_path, capsys):
 def test_defaults_are_valid():
     cfg = TrainRunConfig()
     assert cfg.method == "direct" and cfg.env.build().d == 5
+
+
+def test_devices_need_the_filter_method(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # main sets it
+    assert main(["train", *TINY_DIRECT, "--devices", "2", "--out", str(tmp_path)]) == 2
+    assert "--devices needs method 'filter', got method 'direct'" in capsys.readouterr().err
+
+
+def test_filter_run_on_two_devices_records_them(tmp_path):
+    # A fresh process: this one started JAX with one CPU device, and rmft sets the count.
+    out = tmp_path / "run"
+    flags = ["--set", 'env.options={"d": 2, "horizon": 5}', "--set", "method=filter"]
+    flags += ["--set", "filter.tasks=4", "--set", "filter.rollouts=4", "--set", "filter.keep=1"]
+    flags += ["--set", "filter.iterations=2", "--set", "filter.finetune_steps=3"]
+    flags += ["--set", "filter.heldout_tasks=8", "--set", "filter.task_chunk=4"]
+    cmd = [sys.executable, "-m", "rmft_theory.cli", "train", *flags, "--quiet", "--devices"]
+    proc = subprocess.run([*cmd, "2", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["devices"] == 2 and np.isfinite(result["final"]["heldout_regret"])
 
 
 def test_bandit_filter_run_evaluates_on_its_bandit(tmp_path):

@@ -131,6 +131,20 @@ def test_backend_options_are_appended_to_the_callers_flags(monkeypatch):
     assert runtime.xla_flags_with({"k": "v"}, "") == "--xla_backend_extra_options=k=v"
 
 
+def test_host_device_count_is_added_unless_the_caller_set_one(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    assert runtime.xla_flags_with_host_devices(2) == (
+        "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=2"
+    )
+    assert runtime.xla_flags_with_host_devices(4, "") == "--xla_force_host_platform_device_count=4"
+    assert runtime.xla_flags_with_host_devices(1, "--keep") == "--keep"  # one device: as is
+    mine = "--xla_force_host_platform_device_count=8"
+    assert runtime.xla_flags_with_host_devices(2, mine) == mine  # the caller's count wins
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="devices must be an integer >= 1"):
+            runtime.xla_flags_with_host_devices(bad, "")
+
+
 @pytest.mark.parametrize(
     "options", [{"a,b": "1"}, {"a": "1=2"}, {"": "1"}, {"a": ""}, {"a b": "1"}]
 )

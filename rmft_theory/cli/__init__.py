@@ -19,6 +19,20 @@ SUBCOMMAND_MODULES = (
 )
 
 
+def add_devices_argument(parser: argparse.ArgumentParser) -> None:
+    """``--devices N`` for a command that runs the regret filter."""
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each filter iteration over N JAX devices, its tasks split over them (the "
+        "task and held-out counts must be multiples of N); on a CPU-only machine the host is "
+        "split into N devices. Results equal one device's up to float rounding; a checkpoint "
+        "resumes only with the same N",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full ``rmft`` parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -85,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if getattr(args, "devices", 1) != 1:
+        # Before anything can start JAX's backends: XLA reads the host device count only then.
+        from rmft_theory.runtime import xla_flags_with_host_devices
+
+        try:
+            os.environ["XLA_FLAGS"] = xla_flags_with_host_devices(args.devices)
+        except ValueError as err:
+            print(f"rmft {args.command}: error: {err}", file=sys.stderr)
+            return 2
     try:
         import_plugins(args.imports)
     except PluginImportError as err:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rmft_theory.cli import add_devices_argument
+
 EXAMPLES = """examples:
   rmft train --config configs/lsa_filter.toml --out runs/filter
   rmft train --set method=direct --set env.options.d=3 --set direct.steps=400 --out runs/direct
@@ -39,6 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="run directory")
     p.add_argument("--print-config", action="store_true", help="print the resolved config")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_devices_argument(p)
     p.set_defaults(func=run)
 
 
@@ -49,6 +52,7 @@ def run(args) -> int:
     from rmft_theory import config as config_lib
     from rmft_theory.io import to_jsonable
     from rmft_theory.runs import TrainRunConfig, run_training
+    from rmft_theory.sharding import mesh_of
 
     cfg = config_lib.load(TrainRunConfig, args.config, args.overrides)
     if args.print_config:
@@ -56,7 +60,9 @@ def run(args) -> int:
         return 0
     if args.out is None:
         raise ValueError("--out is required to train (or pass --print-config)")
-    summary = run_training(cfg, args.out, quiet=args.quiet)
+    if args.devices != 1 and cfg.method != "filter":
+        raise ValueError(f"--devices needs method 'filter', got method {cfg.method!r}")
+    summary = run_training(cfg, args.out, quiet=args.quiet, mesh=mesh_of(args.devices))
     final = summary.get("final", {})
     shown = ", ".join(
         f"{k}={v:.4g}" for k, v in list(final.items())[:4] if isinstance(v, (int, float))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rmft_theory.cli import add_devices_argument
+
 EXAMPLES = """examples:
   rmft train-filter --d 5 --horizon 50 --noise per-trajectory --noise-scale 3 \\
       --tasks 1024 --rollouts 256 --keep 1 --iterations 8 --out runs/filter
@@ -64,6 +66,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="output (and checkpoint) folder")
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_devices_argument(p)
     p.set_defaults(func=run)
 
 
@@ -76,7 +79,10 @@ def run(args) -> int:
     from rmft_theory.keys import Seeds
     from rmft_theory.models import make_model
     from rmft_theory.rmft import FilterConfig, lsa_weight_metrics, run_filter
+    from rmft_theory.sharding import mesh_of
     from rmft_theory.theory import ftrl_weights
+
+    mesh = mesh_of(args.devices)
 
     env = GaussianFOL(
         d=args.d,
@@ -118,6 +124,7 @@ def run(args) -> int:
         checkpoint_dir=args.out / "checkpoint",
         stop_after=args.stop_after,
         quiet=args.quiet,
+        mesh=mesh,
     )
     h = result.history
     per_iteration = {k: v for k, v in h.items() if k not in ("w_eff", "heldout_curve")}
@@ -136,6 +143,7 @@ def run(args) -> int:
         "hedge_eta": result.reference.get("hedge_eta"),
         "compile_s": result.timings.compile_s,
         "run_s": result.timings.run_s,
+        "devices": args.devices,
         "env": env,
         "config": config,
         "seeds": seeds,
