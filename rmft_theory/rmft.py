@@ -40,6 +40,7 @@ from rmft_theory import sharding
 from rmft_theory.analysis import invariant_report
 from rmft_theory.baselines import ftl_policies, ftrl_policies, hedge_policies
 from rmft_theory.checkpoint import (
+    META_FILE,
     check_resumable,
     has_checkpoint,
     load_checkpoint,
@@ -49,7 +50,7 @@ from rmft_theory.checkpoint import (
     save_record,
 )
 from rmft_theory.envs.gaussian import GaussianFOL
-from rmft_theory.io import to_jsonable
+from rmft_theory.io import load_json, to_jsonable
 from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model
 from rmft_theory.models.lsa import LinearSelfAttention, invariants, lsa_apply
@@ -671,15 +672,43 @@ def resume_free_fields(config: FilterConfig) -> tuple[str, ...]:
     return ("finetune_form",) if config.accumulate else ("finetune_form", "iterations")
 
 
+def mesh_setting(mesh) -> dict[str, int] | None:
+    """A mesh's axis sizes as a checkpoint records them, or None for no mesh or one device."""
+    if mesh is None or mesh.size == 1:
+        return None
+    return {name: int(size) for name, size in mesh.shape.items()}
+
+
+def saved_mesh(checkpoint_dir) -> dict[str, int] | None:
+    """The :func:`mesh_setting` a filter checkpoint was written with (None: one device)."""
+    fingerprint = load_json(Path(checkpoint_dir) / META_FILE).get("fingerprint") or {}
+    return (fingerprint.get("config") or {}).get("mesh")
+
+
+def check_same_mesh(checkpoint_dir, mesh) -> None:
+    """Refuse to resume a filter checkpoint on a mesh of another shape, naming ``devices``.
+
+    Another device count sums over tasks in another order, so the resumed run would match an
+    uninterrupted one only to rounding. Checkpoints written by library calls on several
+    devices before meshes were recorded (852488c) have none recorded, and are refused here."""
+    saved, current = saved_mesh(checkpoint_dir), mesh_setting(mesh)
+    if saved != current:
+        n = int(np.prod(list(saved.values()))) if saved else 1
+        raise ValueError(
+            f"devices: the checkpoint in {checkpoint_dir} was written on {n} device(s) "
+            f"(mesh {saved}), this run has mesh {current}; resume with --devices {n} (or the "
+            "same mesh), or use another --out folder"
+        )
+
+
 def _fingerprint(env, config, seeds, params, mesh=None) -> dict:
     """What a checkpoint must match to be resumed: all but :func:`resume_free_fields`, and the
-    mesh's axis sizes when it spans more than one device (another device count sums over
-    tasks in another order, so the resumed run would match an uninterrupted one only to
-    rounding; one-device runs keep the fingerprint they had before meshes counted)."""
+    :func:`mesh_setting` when the mesh spans more than one device (one-device runs keep the
+    fingerprint they had before meshes counted)."""
     free = resume_free_fields(config)
     settings = {k: v for k, v in to_jsonable(config).items() if k not in free}
-    if mesh is not None and mesh.size > 1:
-        settings["mesh"] = {name: int(size) for name, size in mesh.shape.items()}
+    if mesh_setting(mesh) is not None:
+        settings["mesh"] = mesh_setting(mesh)
     return run_fingerprint(env, settings, seeds, params)
 
 
@@ -759,6 +788,7 @@ def run_filter(
     history: list[dict] = []
     compile_s = 0.0
     if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
+        check_same_mesh(checkpoint_dir, mesh)
         check_resumable(checkpoint_dir, fingerprint, resume_free_fields(config))
         state, meta = load_checkpoint(checkpoint_dir, state)
         compile_s = float(meta.get("compile_s") or 0.0)

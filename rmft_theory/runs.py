@@ -35,7 +35,13 @@ from rmft_theory.io import (
 from rmft_theory.keys import Seeds
 from rmft_theory.models.heads import policy_head
 from rmft_theory.models.registry import MODELS, make_model
-from rmft_theory.rmft import FilterConfig, lsa_weight_metrics, resume_free_fields, run_filter
+from rmft_theory.rmft import (
+    FilterConfig,
+    check_same_mesh,
+    lsa_weight_metrics,
+    resume_free_fields,
+    run_filter,
+)
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import DirectTrainConfig, check_full_information, train_direct
 from rmft_theory.validation import check_choice
@@ -168,12 +174,11 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False, mesh=No
     ``mesh`` (:func:`rmft_theory.sharding.make_mesh`) runs each filter iteration over its
     devices (``method = "filter"`` on full-information environments only)."""
     out = Path(out)
-    if mesh is not None and mesh.size > 1 and config.method != "filter":
-        raise ValueError(f"devices > 1 needs method 'filter', got method {config.method!r}")
     env = _plain(config.env.build())
+    check_devices(config, env, mesh)
     model = config.model.build(env.d)
     seeds = Seeds.from_seed(config.seed)
-    check_resumable_config(out, config)
+    check_resumable_config(out, config, mesh)
     save_json(out / "config.json", config)
     lsa_gaussian = config.model.name == "lsa" and isinstance(env, GaussianFOL)
     W_star = None
@@ -239,6 +244,26 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False, mesh=No
     return to_jsonable(summary)
 
 
+def check_devices(config: TrainRunConfig, env, mesh) -> None:
+    """A mesh of several devices needs the filter on a full-information environment, and a
+    task count its ``"tasks"`` axis divides; errors name ``devices``."""
+    if mesh is None or mesh.size == 1:
+        return
+    n = int(mesh.size)
+    if config.method != "filter":
+        raise ValueError(f"devices={n} needs method 'filter', got {config.method!r}")
+    if getattr(env, "feedback", "full") == "bandit":
+        raise ValueError(
+            f"devices={n} needs a full-information environment, got {config.env.name!r}"
+        )
+    tasks_axis = dict(mesh.shape).get("tasks", 1)
+    if config.filter.tasks % tasks_axis:
+        raise ValueError(
+            f"devices={n}: filter.tasks must be a multiple of {tasks_axis}, "
+            f"got {config.filter.tasks}"
+        )
+
+
 def _resume_settings(config_json: dict, method: str, free: tuple[str, ...]) -> dict:
     """The parts of a saved config that a training checkpoint of ``method`` must match: all
     but the other method's section and the filter's fields ``free``
@@ -250,12 +275,13 @@ def _resume_settings(config_json: dict, method: str, free: tuple[str, ...]) -> d
     return settings
 
 
-def check_resumable_config(out: Path, config: TrainRunConfig) -> None:
+def check_resumable_config(out: Path, config: TrainRunConfig, mesh=None) -> None:
     """Refuse to overwrite ``out/config.json`` when ``out`` holds a training checkpoint (filter
     or direct) that ``config`` cannot resume: one of a run with other settings, or with more
     finished filter iterations than ``config`` asks for (the checkpoint would refuse to resume
     anyway, after the file was rewritten to describe a run that never happened). The error
-    names the settings that differ."""
+    names the settings that differ. A filter checkpoint must also have been written on a mesh
+    of ``mesh``'s shape (:func:`rmft_theory.rmft.check_same_mesh`)."""
     out = Path(out)
     saved = out / "config.json"
     if not (saved.exists() and has_checkpoint(out / "checkpoint")):
@@ -276,6 +302,8 @@ def check_resumable_config(out: Path, config: TrainRunConfig) -> None:
             f"filter.iterations={config.filter.iterations} is fewer than the {done} iterations "
             f"the run in {str(out)!r} has finished"
         )
+    if config.method == "filter":
+        check_same_mesh(out / "checkpoint", mesh)
 
 
 def save_model(

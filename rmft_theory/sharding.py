@@ -33,6 +33,7 @@ Across hosts, call ``jax.distributed.initialize()`` first and build the mesh fro
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import jax
@@ -93,11 +94,17 @@ def mesh_of(devices: int) -> Mesh | None:
         return None
     available = jax.devices()
     if len(available) < n:
+        platform = available[0].platform
+        how = (
+            "on CPU the host is split into N devices only by "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX starts (the rmft "
+            "command sets it for --devices unless XLA_FLAGS has a count already; XLA_FLAGS is "
+            f"{os.environ.get('XLA_FLAGS', '')!r})"
+            if platform == "cpu"
+            else "set JAX_PLATFORMS=cpu to split the host CPU into N devices instead"
+        )
         raise ValueError(
-            f"devices={n} needs {n} JAX devices, {len(available)} available "
-            f"({available[0].platform}); on CPU the host is split into N devices only by "
-            "XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX starts, which "
-            "the rmft command does for --devices"
+            f"devices={n} needs {n} JAX devices, {len(available)} available ({platform}); {how}"
         )
     return make_mesh((n,))
 

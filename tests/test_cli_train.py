@@ -184,7 +184,7 @@ def test_defaults_are_valid():
 def test_devices_need_the_filter_method(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # main sets it
     assert main(["train", *TINY_DIRECT, "--devices", "2", "--out", str(tmp_path)]) == 2
-    assert "--devices needs method 'filter', got method 'direct'" in capsys.readouterr().err
+    assert "devices=2 needs method 'filter', got 'direct'" in capsys.readouterr().err
 
 
 def test_filter_run_on_two_devices_records_them(tmp_path):
@@ -195,10 +195,33 @@ def test_filter_run_on_two_devices_records_them(tmp_path):
     flags += ["--set", "filter.iterations=2", "--set", "filter.finetune_steps=3"]
     flags += ["--set", "filter.heldout_tasks=8", "--set", "filter.task_chunk=4"]
     cmd = [sys.executable, "-m", "rmft_theory.cli", "train", *flags, "--quiet", "--devices"]
-    proc = subprocess.run([*cmd, "2", "--out", str(out)], capture_output=True, text=True)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # two CPU devices, also on a GPU machine
+
+    def train(devices: str, *more: str) -> subprocess.CompletedProcess:
+        args = [*cmd, devices, *more, "--out", str(out)]
+        return subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+
+    proc = train("2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads((out / "result.json").read_text())
     assert result["devices"] == 2 and np.isfinite(result["final"]["heldout_regret"])
+    # Another device count, even with a free field changed too (more iterations), is refused
+    # before config.json is rewritten; a bandit environment is refused before any file.
+    saved = (out / "config.json").read_text()
+    proc = train("1", "--set", "filter.iterations=3")
+    assert proc.returncode == 2 and "resume with --devices 2" in proc.stderr, proc.stderr
+    assert (out / "config.json").read_text() == saved
+    out = tmp_path / "bandit"
+    proc = train(
+        "2",
+        "--set",
+        "env.name=bernoulli-bandit",
+        "--set",
+        'env.options={"means": [0.2, 0.8], "horizon": 5}',
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "devices=2 needs a full-information environment" in proc.stderr, proc.stderr
+    assert not out.exists()
 
 
 def test_bandit_filter_run_evaluates_on_its_bandit(tmp_path):

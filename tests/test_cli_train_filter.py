@@ -99,21 +99,28 @@ SMALL = [
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    """``rmft`` in a fresh process: this one started JAX with one CPU device."""
+    """``rmft`` in a fresh process on the CPU (this process started JAX with one device, and
+    on a GPU machine ``--devices 2`` would ask for two GPUs)."""
     cmd = [sys.executable, "-m", "rmft_theory.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_devices_2_equals_one_device_and_resumes_only_with_2(tmp_path):
     one = tmp_path / "one"
-    assert main([*SMALL, "--out", str(one)]) == 0
+    ref = _cli(*SMALL, "--out", str(one))
+    assert ref.returncode == 0, ref.stderr[-2000:]
     two = tmp_path / "two"
     first = _cli(*SMALL, "--devices", "2", "--stop-after", "2", "--out", str(two))
     assert first.returncode == 0, first.stderr[-2000:]
     # Resuming on another device count is refused, naming the setting (the sums over tasks
     # would be taken in another order, so the run would not be bit-identical).
-    other = _cli(*SMALL, "--out", str(two))
-    assert other.returncode == 2 and "config.mesh" in other.stderr, other.stderr[-2000:]
+    saved = (two / "checkpoint" / "checkpoint.json").read_text()
+    for flags in ([], ["--devices", "1"], ["--devices", "4"]):
+        other = _cli(*SMALL, *flags, "--out", str(two))
+        assert other.returncode == 2, other.stderr[-2000:]
+        assert "resume with --devices 2" in other.stderr, other.stderr[-2000:]
+    assert (two / "checkpoint" / "checkpoint.json").read_text() == saved  # nothing written
     rest = _cli(*SMALL, "--devices", "2", "--out", str(two))
     assert rest.returncode == 0, rest.stderr[-2000:]
     a = json.loads((one / "result.json").read_text())
@@ -135,4 +142,6 @@ def test_devices_errors_name_the_parameter(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "devices=2 needs 2 JAX devices, 1 available" in err and "XLA_FLAGS" in err
     bad = _cli(*SMALL, "--devices", "2", "--tasks", "15", "--out", str(tmp_path / "c"))
-    assert bad.returncode == 2 and "tasks must be divisible" in bad.stderr, bad.stderr[-2000:]
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    assert "devices=2: tasks must be a multiple of 2, got 15" in bad.stderr, bad.stderr[-2000:]
+    assert not (tmp_path / "c").exists()  # refused before any file

@@ -27,9 +27,9 @@ def add_devices_argument(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="run each filter iteration over N JAX devices, its tasks split over them (the "
-        "task and held-out counts must be multiples of N); on a CPU-only machine the host is "
-        "split into N devices. Results equal one device's up to float rounding; a checkpoint "
-        "resumes only with the same N",
+        "task count must be a multiple of N); on a CPU-only machine the host is split into N "
+        "devices (XLA_FLAGS, set by this command before JAX starts). Results equal one "
+        "device's up to float rounding; a checkpoint resumes only with the same N",
     )
 
 
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "devices", 1) != 1:
         # Before anything can start JAX's backends: XLA reads the host device count only then.
+        # It stays in os.environ (child processes inherit it); where this process has started
+        # JAX already (main called from a notebook), it changes nothing here and mesh_of says so.
         from rmft_theory.runtime import xla_flags_with_host_devices
 
         try:

@@ -60,8 +60,8 @@ def run(args) -> int:
         return 0
     if args.out is None:
         raise ValueError("--out is required to train (or pass --print-config)")
-    if args.devices != 1 and cfg.method != "filter":
-        raise ValueError(f"--devices needs method 'filter', got method {cfg.method!r}")
+    if args.devices != 1 and cfg.method != "filter":  # before asking JAX for devices
+        raise ValueError(f"devices={args.devices} needs method 'filter', got {cfg.method!r}")
     summary = run_training(cfg, args.out, quiet=args.quiet, mesh=mesh_of(args.devices))
     final = summary.get("final", {})
     shown = ", ".join(

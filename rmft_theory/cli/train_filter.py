@@ -83,6 +83,10 @@ def run(args) -> int:
     from rmft_theory.theory import ftrl_weights
 
     mesh = mesh_of(args.devices)
+    if args.tasks % args.devices:  # before any work or file
+        raise ValueError(
+            f"devices={args.devices}: tasks must be a multiple of {args.devices}, got {args.tasks}"
+        )
 
     env = GaussianFOL(
         d=args.d,
