@@ -29,8 +29,12 @@ def check_nonnegative(name: str, value) -> float:
 
 def check_positive(name: str, value) -> float:
     """``value`` must be a finite real number > 0."""
-    check_nonnegative(name, value)
-    if value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -51,7 +55,5 @@ def check_positive_if_concrete(name: str, value) -> None:
     """
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
-    if isinstance(value, numbers.Real) and (
-        isinstance(value, bool) or not math.isfinite(value) or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if isinstance(value, numbers.Real):
+        check_positive(name, value)
