@@ -707,8 +707,9 @@ def _fingerprint(env, config, seeds, params, mesh=None) -> dict:
     fingerprint they had before meshes counted)."""
     free = resume_free_fields(config)
     settings = {k: v for k, v in to_jsonable(config).items() if k not in free}
-    if mesh_setting(mesh) is not None:
-        settings["mesh"] = mesh_setting(mesh)
+    shape = mesh_setting(mesh)
+    if shape is not None:
+        settings["mesh"] = shape
     return run_fingerprint(env, settings, seeds, params)
 
 
