@@ -518,12 +518,19 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join([head, sep, *body])
 
 
-def write_results(name: str, payload: dict, markdown: str, folder: Path | None = None) -> Path:
-    """Atomically write ``benchmarks/results/<name>.json`` and ``<name>.md``; return the JSON."""
-    from rmft_theory.io import atomic_path
-    from rmft_theory.reproduce import repo_root
+def results_dir(quick: bool, folder: Path | None = None) -> Path:
+    """Where benchmark tables go: ``benchmarks/results`` (the committed, full-size ones), or
+    ``benchmarks/results/quick`` for ``--quick`` runs, which never overwrite them."""
+    results = Path(folder or benchmarks_dir()) / "results"
+    return results / "quick" if quick else results
 
-    folder = Path(folder or repo_root() / "benchmarks" / "results")
+
+def write_results(name: str, payload: dict, markdown: str, folder: Path | None = None) -> Path:
+    """Atomically write ``<name>.json`` and ``<name>.md`` to ``folder`` (default
+    :func:`results_dir` of the payload's ``quick``); return the JSON."""
+    from rmft_theory.io import atomic_path
+
+    folder = Path(folder or results_dir(bool(payload.get("quick"))))
     path = folder / f"{name}.json"
     save_json(path, {"machine": machine_info(), **payload})
     with atomic_path(folder / f"{name}.md") as tmp:
@@ -590,15 +597,19 @@ def run_benchmarks(names: list[str] | None, quick: bool, folder: Path | None = N
     return codes
 
 
-def assemble_results(folder: Path | None = None, out: Path | None = None) -> Path:
-    """Write ``benchmarks/RESULTS.md``: the machine, then every ``results/<name>.md``."""
+def assemble_results(
+    folder: Path | None = None, out: Path | None = None, quick: bool = False
+) -> Path:
+    """Write ``benchmarks/RESULTS.md``: the machine, then every ``results/<name>.md``; with
+    ``quick``, ``results/quick/RESULTS.md`` from ``results/quick/<name>.md``."""
     import datetime
     import json
 
     from rmft_theory.io import atomic_path
 
     folder = Path(folder or benchmarks_dir())
-    out = Path(out or folder / "RESULTS.md")
+    results = results_dir(quick, folder)
+    out = Path(out or (results / "RESULTS.md" if quick else folder / "RESULTS.md"))
     parts = ["# Benchmark results", ""]
     info = machine_info()
     parts += [
@@ -611,8 +622,8 @@ def assemble_results(folder: Path | None = None, out: Path | None = None) -> Pat
         "measurement in fresh processes (the rollout headline's spread, sharding, xla_options).",
         "",
     ]
-    for md in sorted((folder / "results").glob("*.md")):
-        meta = folder / "results" / f"{md.stem}.json"
+    for md in sorted(p for p in results.glob("*.md") if p != out):
+        meta = results / f"{md.stem}.json"
         notes = []
         if meta.exists():
             payload = json.loads(meta.read_text())

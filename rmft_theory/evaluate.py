@@ -37,7 +37,7 @@ from rmft_theory.keys import Seeds
 from rmft_theory.regret import best_fixed_value, cumulative_regret
 from rmft_theory.spaces import check_space
 from rmft_theory.theory import eta_star
-from rmft_theory.validation import check_positive_int
+from rmft_theory.validation import check_finite, check_positive_int
 
 
 class FullInfoPolicy(NamedTuple):
@@ -134,33 +134,35 @@ def make_policy(name: str, env, **options) -> tuple[Policy, dict]:
 @register_policy("ucb1", "bandit", {"scale": 1.0})
 def _ucb1(env, scale):
     """UCB1 (Auer et al. 2002): μ̂_a + scale·sqrt(2 ln n / n_a)."""
-    return bb.ucb1(float(scale)), {"scale": float(scale)}
+    scale = check_finite("scale", scale)
+    return bb.ucb1(scale), {"scale": scale}
 
 
 @register_policy("epsilon-greedy", "bandit", {"epsilon": 0.1})
 def _epsilon_greedy(env, epsilon):
     """ε-greedy with constant ε."""
-    return bb.epsilon_greedy(float(epsilon)), {"epsilon": float(epsilon)}
+    epsilon = check_finite("epsilon", epsilon)
+    return bb.epsilon_greedy(epsilon), {"epsilon": epsilon}
 
 
 @register_policy("thompson-gaussian", "bandit", {"sigma": None})
 def _ts_gaussian(env, sigma):
     """Gaussian Thompson sampling; σ defaults to the env's reward scale."""
-    sigma = float(env.reward_scale if sigma is None else sigma)
+    sigma = check_finite("sigma", env.reward_scale if sigma is None else sigma)
     return bb.thompson_gaussian(sigma), {"sigma": sigma}
 
 
 @register_policy("thompson-bernoulli", "bandit", {"alpha0": 1.0, "beta0": 1.0}, unit_rewards=True)
 def _ts_bernoulli(env, alpha0, beta0):
     """Beta–Bernoulli Thompson sampling."""
-    opts = {"alpha0": float(alpha0), "beta0": float(beta0)}
+    opts = {"alpha0": check_finite("alpha0", alpha0), "beta0": check_finite("beta0", beta0)}
     return bb.thompson_bernoulli(**opts), opts
 
 
 @register_policy("exp3", "bandit", {"gamma": None}, unit_rewards=True)
 def _exp3(env, gamma):
     """EXP3; γ defaults to the standard min(1, √(K ln K/((e−1)T)))."""
-    gamma = float(bb.exp3_gamma(env.d, env.horizon) if gamma is None else gamma)
+    gamma = check_finite("gamma", bb.exp3_gamma(env.d, env.horizon) if gamma is None else gamma)
     return bb.exp3(gamma), {"gamma": gamma}
 
 
@@ -176,7 +178,11 @@ def _sw_ucb(env, window, scale, xi):
         T = env.horizon
         window = math.ceil(2 * math.sqrt(T * math.log(max(T, 2)) / _breakpoints(env)))
         window = min(window, T)
-    opts = {"window": _as_int("window", window), "scale": float(scale), "xi": float(xi)}
+    opts = {
+        "window": _as_int("window", window),
+        "scale": check_finite("scale", scale),
+        "xi": check_finite("xi", xi),
+    }
     return bb.sliding_window_ucb(**opts), opts
 
 
@@ -187,7 +193,11 @@ def _discounted_ts(env, gamma, alpha0, beta0):
     """Discounted Thompson sampling; γ defaults to 1 − sqrt(Υ_T/T)/4 (G&M's D-UCB rate)."""
     if gamma is None:
         gamma = 1 - math.sqrt(_breakpoints(env) / env.horizon) / 4
-    opts = {"gamma": float(gamma), "alpha0": float(alpha0), "beta0": float(beta0)}
+    opts = {
+        "gamma": check_finite("gamma", gamma),
+        "alpha0": check_finite("alpha0", alpha0),
+        "beta0": check_finite("beta0", beta0),
+    }
     return bb.discounted_thompson(**opts), opts
 
 
@@ -202,10 +212,10 @@ def _uniform(env):
 @register_policy("ftrl", "full", {"eta": None, "radius": 1.0})
 def _ftrl(env, eta, radius):
     """FTRL on the ball, π_t = Proj(η S_{t−1}); η defaults to η*(d, T, reward scale, ρ)."""
-    radius = float(radius)
+    radius = check_finite("radius", radius)
     if eta is None:
         eta = eta_star(env.d, env.horizon, env.reward_scale, radius)
-    eta = float(eta)
+    eta = check_finite("eta", eta)
     return FullInfoPolicy(lambda r: online.ftrl_policies(r, eta, radius), "ball", radius), {
         "eta": eta,
         "radius": radius,
@@ -219,7 +229,7 @@ def _hedge(env, eta):
         lo, hi = env.reward_range
         width = hi - lo if math.isfinite(hi - lo) and hi > lo else 4.0 * env.reward_scale
         eta = math.sqrt(8 * math.log(max(env.d, 2)) / env.horizon) / width
-    eta = float(eta)
+    eta = check_finite("eta", eta)
     return FullInfoPolicy(lambda r: online.hedge_policies(r, eta), "simplex"), {"eta": eta}
 
 
@@ -227,7 +237,7 @@ def _hedge(env, eta):
 def _ftl(env, space, radius):
     """Follow-the-leader on the simplex (default) or the ball."""
     check_space(space)
-    radius = float(radius)
+    radius = check_finite("radius", radius)
     return FullInfoPolicy(lambda r: online.ftl_policies(r, space, radius), space, radius), {
         "space": space,
         "radius": radius,

@@ -35,7 +35,7 @@ def savefig(fig, fig_dir: Path, name: str) -> list[Path]:
 
 def script_main(compute, plot, name: str) -> None:
     """Command line of one experiment script: ``--quick``, ``--out DIR``, ``--plot-only``."""
-    from rmft_theory.reproduce import default_figures_dir
+    from rmft_theory.reproduce import check_saved_data, default_figures_dir
 
     p = argparse.ArgumentParser(description=f"Regenerate {name}.")
     p.add_argument("--quick", action="store_true", help="small settings, minutes on a laptop")
@@ -43,7 +43,12 @@ def script_main(compute, plot, name: str) -> None:
     p.add_argument("--plot-only", action="store_true", help="redraw from saved data")
     args = p.parse_args()
     fig_dir = args.out or default_figures_dir(args.quick)
-    if not args.plot_only:
+    if args.plot_only:
+        try:
+            check_saved_data(fig_dir, name)
+        except ValueError as err:
+            p.error(str(err))
+    else:
         compute(fig_dir, args.quick)
     for path in plot(fig_dir):
         print(path)

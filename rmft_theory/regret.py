@@ -10,12 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from rmft_theory.spaces import check_space
+from rmft_theory.validation import check_positive_if_concrete
 
 COMPARATOR_SPACES = ("ball", "simplex")
 
 
-def _check_comparator_space(space: str) -> None:
+def _check_comparator_space(space: str, radius=1.0) -> None:
     check_space(space)
+    check_positive_if_concrete("radius", radius)
     if space not in COMPARATOR_SPACES:
         raise ValueError(
             f"space must be one of {COMPARATOR_SPACES} for static regret (the best fixed action "
@@ -25,7 +27,7 @@ def _check_comparator_space(space: str) -> None:
 
 def best_fixed_value(S_D: jax.Array, space: str, radius: float = 1.0) -> jax.Array:
     """``max_{π∈Π} <π, S>``: ``ρ‖S‖`` on the ball ``B(0, ρ)``, ``max_i S_i`` on the simplex."""
-    _check_comparator_space(space)
+    _check_comparator_space(space, radius)
     if space == "ball":
         return radius * jnp.linalg.norm(S_D, axis=-1)
     return jnp.max(S_D, axis=-1)
@@ -33,7 +35,7 @@ def best_fixed_value(S_D: jax.Array, space: str, radius: float = 1.0) -> jax.Arr
 
 def comparator(S_D: jax.Array, space: str, radius: float = 1.0) -> jax.Array:
     """The best fixed action in hindsight: ``ρ S/‖S‖`` on the ball, a vertex on the simplex."""
-    _check_comparator_space(space)
+    _check_comparator_space(space, radius)
     if space == "ball":
         sq = jnp.sum(S_D * S_D)
         return jnp.where(sq > 0, radius * S_D / jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)

@@ -22,6 +22,7 @@ import contextvars
 import hashlib
 import importlib.util
 import json
+import shutil
 import sys
 import time
 import zipfile
@@ -31,7 +32,14 @@ from types import ModuleType
 
 import numpy as np
 
-from rmft_theory.io import load_json, load_npz, save_json, save_npz, to_jsonable
+from rmft_theory.io import (
+    environment_info,
+    load_json,
+    load_npz,
+    save_json,
+    save_npz,
+    to_jsonable,
+)
 
 
 def repo_root() -> Path:
@@ -149,11 +157,37 @@ def unit(
     return arrays
 
 
+def check_saved_data(fig_dir: Path, name: str) -> None:
+    """Raise a ValueError naming the experiment unless ``fig_dir`` holds its saved data
+    (``NAME.json`` or ``NAME.npz``), which plotting alone needs."""
+    fig_dir = Path(fig_dir)
+    if not any((fig_dir / f"{name}{ext}").exists() for ext in (".json", ".npz")):
+        quick = " --quick" if fig_dir.name == "quick" else ""
+        raise ValueError(
+            f"no saved data for {name} in {str(fig_dir)!r} ({name}.json or {name}.npz); "
+            f"compute it first: rmft reproduce{quick} --only {name}"
+        )
+
+
 def experiment_fingerprint(script: Path, quick: bool) -> str:
     """What a finished experiment must match to be skipped: the mode and the script's bytes."""
     return fingerprint(
         quick, {"script_sha256": hashlib.sha256(Path(script).read_bytes()).hexdigest()}
     )
+
+
+def library_sha256() -> str:
+    """SHA-256 (hex) of the ``rmft_theory`` package's Python sources, path by path.
+
+    Recorded beside each finished experiment: a cached experiment computed with other library
+    code is reported (its units' fingerprints hold only the mode and settings).
+    """
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def remove_stale_temporaries(folder: Path) -> int:
@@ -176,13 +210,18 @@ def run_all(
     figures_dir: Path | None = None,
     experiments_dir: Path | None = None,
     plot_only: bool = False,
+    recompute: bool = False,
 ) -> dict:
     """Compute (unless ``plot_only``) and plot the chosen experiments; return a status dict.
 
     A finished experiment is recorded in ``<figures>/units/<name>/status.json`` with
     :func:`experiment_fingerprint` and skipped on a rerun in the same mode with the same script;
     otherwise it runs again, reusing those of its saved units whose fingerprints still match (so a
-    partly finished one resumes).
+    partly finished one resumes). A computed experiment also writes ``<figures>/<name>.provenance
+    .json`` (mode, compute time, library hash, package versions and git revision). A skipped
+    experiment computed with other library sources
+    (:func:`library_sha256`) is reported on stderr. ``recompute`` deletes the chosen
+    experiments' saved units first and computes them from scratch.
     """
     found = discover(experiments_dir)
     chosen = names or list(found)
@@ -192,16 +231,28 @@ def run_all(
     fig_dir = Path(figures_dir or default_figures_dir(quick))
     fig_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(fig_dir)
+    if recompute and plot_only:
+        raise ValueError("recompute and plot_only exclude each other")
+    library = library_sha256()
     status = {}
     for name in chosen:
         module = load_experiment(found[name])
         done_file = units_dir(fig_dir, name) / "status.json"
         want = experiment_fingerprint(found[name], quick)
         t0 = time.perf_counter()
+        if recompute and units_dir(fig_dir, name).exists():
+            shutil.rmtree(units_dir(fig_dir, name))
         if plot_only:
+            check_saved_data(fig_dir, name)
             state = "plotted"
         elif done_file.exists() and load_json(done_file).get("fingerprint") == want:
             state = "cached"
+            if load_json(done_file).get("library_sha256") != library:
+                print(
+                    f"== {name}: cached, but computed with other rmft_theory sources; "
+                    f"--recompute --only {name} computes it again",
+                    file=sys.stderr,
+                )
         else:
             print(f"== {name}: computing ({'quick' if quick else 'full'} mode)", file=sys.stderr)
             token = _RUN_QUICK.set(quick)
@@ -209,10 +260,16 @@ def run_all(
                 module.compute(fig_dir, quick)
             finally:
                 _RUN_QUICK.reset(token)
-            save_json(
-                done_file,
-                {"quick": quick, "fingerprint": want, "compute_s": time.perf_counter() - t0},
-            )
+            record = {
+                "quick": quick,
+                "fingerprint": want,
+                "library_sha256": library,
+                "compute_s": time.perf_counter() - t0,
+            }
+            save_json(done_file, record)
+            # Beside the figure (units/ is not committed): what computed its data.
+            provenance = {"experiment": name, **record, "environment": environment_info()}
+            save_json(fig_dir / f"{name}.provenance.json", provenance)
             state = "computed"
         outputs = module.plot(fig_dir)
         status[name] = {

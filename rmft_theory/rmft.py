@@ -96,7 +96,9 @@ class FilterConfig:
       temperature: softmax temperature τ of ``noise="actions"`` and of the cross-entropy loss.
       space: policy space, ``"ball"`` or ``"simplex"``.
       radius: ball radius ρ.
-      loss: ``"mse"`` (raw outputs onto kept policies) or ``"cross-entropy"`` (simplex only).
+      loss: ``"mse"`` (raw outputs onto kept policies; Gaussian or no noise) or
+        ``"cross-entropy"`` (``softmax(g/τ)`` onto kept actions; ``noise="actions"`` only).
+        Default (None): the one that fits the noise, set when the config is built.
       finetune_steps: optimiser steps per iteration (full batch over the kept set).
       optimizer: ``"adam"`` or ``"sgd"``; re-initialised at the start of every iteration.
       learning_rate: peak learning rate.
@@ -129,7 +131,7 @@ class FilterConfig:
     temperature: float = 1.0
     space: str = "ball"
     radius: float = 1.0
-    loss: str = "mse"
+    loss: str | None = None
     finetune_steps: int = 200
     optimizer: str = "adam"
     learning_rate: float = 1e-2
@@ -144,6 +146,8 @@ class FilterConfig:
     finetune_form: str = "auto"
 
     def __post_init__(self):
+        if self.loss is None:
+            object.__setattr__(self, "loss", "cross-entropy" if self.noise == "actions" else "mse")
         check_positive_int("tasks", self.tasks)
         check_positive_int("rollouts", self.rollouts)
         check_positive_int("keep", self.keep)
@@ -173,6 +177,19 @@ class FilterConfig:
         if self.loss == "cross-entropy" and self.space != "simplex":
             raise ValueError(
                 f"loss must be 'mse' on space {self.space!r} (cross-entropy needs the simplex)"
+            )
+        # THEORY §4 pairs each policy map with its fine-tuning loss: sampled actions come from
+        # softmax(g/τ), which cross-entropy fits; Gaussian noise plays Proj(g + ξ), which MSE on
+        # the kept policies fits. Crossing them would fit one map and roll out the other.
+        if self.noise == "actions" and self.loss != "cross-entropy":
+            raise ValueError(
+                "loss must be 'cross-entropy' for noise='actions' (the actions are sampled from "
+                f"softmax(g/τ), which cross-entropy fits), got {self.loss!r}"
+            )
+        if self.loss == "cross-entropy" and self.noise != "actions":
+            raise ValueError(
+                f"loss must be 'mse' for noise={self.noise!r} (it plays Proj(g + noise), which "
+                "MSE on the kept policies fits; cross-entropy needs noise='actions')"
             )
 
     @property
@@ -424,11 +441,10 @@ def make_iteration(
         if mesh is not None:
             raise ValueError("mesh is not supported for bandit environments yet")
         return bandit_filter.make_iteration(apply_fn, env, config, metrics_fn)
-    if config.selection == "pseudo-regret" or config.uniform_mix:
-        raise ValueError(
-            "selection 'pseudo-regret' and uniform_mix > 0 need a bandit environment, "
-            f"got selection={config.selection!r}, uniform_mix={config.uniform_mix}"
-        )
+    if config.selection == "pseudo-regret":
+        raise ValueError("selection 'pseudo-regret' needs a bandit environment")
+    if config.uniform_mix:
+        raise ValueError(f"uniform_mix > 0 needs a bandit environment, got {config.uniform_mix}")
     exploration = config.exploration
     M, L, k = config.tasks, config.rollouts, config.keep
     evaluate = make_evaluate(apply_fn, config, metrics_fn)
@@ -613,6 +629,12 @@ def reference_curves(
     for a :class:`GaussianFOL`, FTRL at its best isotropic η for any other full-information
     environment; and follow-the-leader. Simplex: Hedge at its best η and follow-the-leader.
     Best η: :func:`tune_eta` on separate tasks drawn from ``key_tune``.
+
+    Two cautions of THEORY §3 for :class:`GaussianFOL`. ``W*`` is the zero-mean closed form: with
+    random or fixed task means a larger η lowers regret, so follow-the-leader (always returned)
+    is then the stronger baseline and FTRL at ``W*`` a theory reference only. On zero-mean
+    tasks every causal policy has the same expected regret, so the tuned Hedge η is not
+    identified (its regret equals any other η's in expectation; the value is noise).
     """
     space, radius = exploration.space, float(exploration.radius)
     dtype = heldout_NxTxD.dtype

@@ -42,6 +42,7 @@ from rmft_theory.rmft import (
     resume_free_fields,
     run_filter,
 )
+from rmft_theory.spaces import project
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import DirectTrainConfig, check_full_information, train_direct
 from rmft_theory.validation import check_choice
@@ -229,7 +230,15 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False, mesh=No
         )
     save_npz(out / "curves.npz", **{k: np.asarray(v) for k, v in curves.items()})
     mix = config.filter.uniform_mix if config.method == "filter" else 0.0
-    save_model(out, params, config.model, config.env, *config.space, uniform_mix=mix)
+    save_model(
+        out,
+        params,
+        config.model,
+        config.env,
+        *config.space,
+        uniform_mix=mix,
+        simplex_policy=simplex_policy(config),
+    )
     summary = {
         **summary,
         "W_star": W_star,
@@ -306,6 +315,10 @@ def check_resumable_config(out: Path, config: TrainRunConfig, mesh=None) -> None
         check_same_mesh(out / "checkpoint", mesh)
 
 
+#: How a saved model's outputs become policies on the simplex (:func:`save_model`).
+SIMPLEX_POLICIES = ("softmax", "projection")
+
+
 def save_model(
     out: Path,
     params,
@@ -315,8 +328,15 @@ def save_model(
     radius: float,
     temperature: float = 1.0,
     uniform_mix: float = 0.0,
+    simplex_policy: str = "softmax",
 ) -> Path:
-    """Save trained ``params`` as ``out/model`` (pickle-free), with what is needed to rebuild."""
+    """Save trained ``params`` as ``out/model`` (pickle-free), with what is needed to rebuild.
+
+    ``simplex_policy`` is how the model's outputs ``g_t`` become policies on the simplex:
+    ``"softmax"`` (``softmax(g/τ)``, sampled actions and cross-entropy) or ``"projection"``
+    (``Proj_Δ(g)``, a filter trained with Gaussian or no noise, THEORY §4).
+    """
+    check_choice("simplex_policy", simplex_policy, SIMPLEX_POLICIES)
     built = env.build()
     save_checkpoint(
         Path(out) / "model",
@@ -331,6 +351,7 @@ def save_model(
             "radius": radius,
             "temperature": temperature,
             "uniform_mix": uniform_mix,
+            "simplex_policy": simplex_policy,
         },
     )
     return Path(out) / "model"
@@ -360,10 +381,22 @@ def load_model(path: Path, d: int | None = None):
     return module, params, meta
 
 
+def simplex_policy(config: TrainRunConfig) -> str:
+    """How the run's model plays on the simplex (:func:`save_model`): ``"projection"`` for a
+    filter on the simplex with Gaussian or no noise, which rolls out and is scored with
+    ``Proj_Δ(g_t)``; ``"softmax"`` otherwise."""
+    f = config.filter
+    if config.method == "filter" and f.space == "simplex" and f.noise != "actions":
+        return "projection"
+    return "softmax"
+
+
 def load_model_policy(path, env, space: str | None = None, mix: float | None = None):
     """A saved model as a policy for ``env`` (the ``model:PATH`` policy of ``rmft evaluate``).
 
-    On full-information envs it plays ``policy_head(g_t)`` in the saved space. On bandits it
+    On full-information envs it plays ``policy_head(g_t)`` in the saved space; on the simplex
+    ``Proj_Δ(g_t)`` instead where the model was trained that way (the saved ``simplex_policy``;
+    models saved before it was recorded play ``softmax(g_t/τ)``). On bandits it
     samples ``a_t ~ (1 − γ) softmax(g_t/τ) + γ/d`` and feeds itself the importance-weighted
     estimates ``r̂_s = r_s e_{a_s}/p_s(a_s)`` (see :mod:`rmft_theory.bandit_rollout`); γ defaults
     to the saved filter's ``uniform_mix`` (0 for other runs).
@@ -387,7 +420,12 @@ def load_model_policy(path, env, space: str | None = None, mix: float | None = N
         raise ValueError("space must be 'ball' or 'simplex' to evaluate a saved model's regret")
     radius = float(meta["radius"])
 
+    projected = space == "simplex" and meta.get("simplex_policy", "softmax") == "projection"
+
     def policies(rewards_TxD):
-        return policy_head(apply_fn(params, rewards_TxD), space, radius, temperature)
+        g_TxD = apply_fn(params, rewards_TxD)
+        if projected:
+            return jax.vmap(project, in_axes=(0, None, None))(g_TxD, "simplex", radius)
+        return policy_head(g_TxD, space, radius, temperature)
 
     return FullInfoPolicy(policies, space, radius)

@@ -36,12 +36,17 @@ def heldout_policy_agreement(params, env: GaussianFOL, W_star, radius: float, ke
 
 
 def train_theory(
-    env: GaussianFOL, config: DirectTrainConfig, seeds: Seeds, quiet: bool = False
+    env: GaussianFOL,
+    config: DirectTrainConfig,
+    seeds: Seeds,
+    quiet: bool = False,
+    checkpoint_dir=None,
 ) -> tuple[dict, dict]:
     """Train the LSA on ``config.objective`` and measure it against ``W*`` (THEORY §3).
 
     Returns a JSON-ready summary and a dict of per-step curves (rel_error, quad_rel,
-    drift_rel, loss).
+    drift_rel, loss). With ``checkpoint_dir`` the training checkpoints every chunk of steps and
+    resumes from there (:func:`rmft_theory.train.train_direct`).
     """
     W_star = ftrl_weights(env.cov_matrix, env.horizon, config.radius)
     W_star_j = jnp.asarray(W_star, dtype=jnp.result_type(float))
@@ -53,6 +58,7 @@ def train_theory(
         seeds,
         metrics_fn=lambda p: invariant_report(p, W_star_j, scale),
         quiet=quiet,
+        checkpoint_dir=checkpoint_dir,
     )
     final = {k: float(v) for k, v in invariant_report(result.params, W_star_j, scale).items()}
     dist, dist_rel = heldout_policy_agreement(

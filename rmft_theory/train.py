@@ -59,9 +59,10 @@ class DirectTrainConfig:
       antithetic: pair every sequence R with its mirror ``2μ − R`` (``μ`` the task's mean table
         ``μ_t``, so time-varying means are mirrored round by round). The mirror has the law of R
         only for noise symmetric about its mean, so the environment must declare
-        ``symmetric_noise = True`` (see :func:`check_full_information`). The odd and even parts
-        of the model (THEORY §3) then decouple exactly within each batch, which removes the
-        cross-term gradient noise without changing the objective.
+        ``symmetric_noise = True`` (see :func:`check_full_information`). On zero-mean tasks
+        the odd and even parts of the model (THEORY §3) then decouple exactly within each
+        batch, which removes the cross-term gradient noise; with non-zero means the mirror is
+        about μ, the parts do not cancel within a pair, and the objective stays unbiased.
     """
 
     objective: str = "imitation"

@@ -15,6 +15,13 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
+def check_finite(name: str, value) -> float:
+    """``value`` must be a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def check_nonnegative(name: str, value) -> float:
     """``value`` must be a finite real number ≥ 0."""
     if (

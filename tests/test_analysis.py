@@ -5,7 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rmft_theory.analysis import ftrl_distance
+from rmft_theory.analysis import (
+    distance_report,
+    ftrl_distance,
+    invariant_report,
+    policy_distance,
+    relative_error,
+)
 from rmft_theory.envs import GaussianFOL
 from rmft_theory.models import make_model, params_from_lsa, params_from_weights
 from rmft_theory.theory import ftrl_weights
@@ -78,3 +84,23 @@ def test_models_that_implement_ftrl_are_at_distance_zero(name):
     out = ftrl_distance(apply_fn, params, rewards, W_star)
     assert float(out["distance"]) < 1e-6
     assert 0.1 < float(out["reference_norm"]) < 1.0
+
+
+def test_comparisons_refuse_to_broadcast_and_name_the_argument():
+    # A scalar η against a (d, d) W_eff, or one sequence's policies against N, would broadcast
+    # into a wrong number instead of an error.
+    W_star = ftrl_weights(np.eye(3), 10)
+    params = params_from_weights(W_star)
+    assert float(invariant_report(params, W_star)["rel_error"]) < 1e-6
+    for bad in (float(W_star[0, 0]), np.diag(W_star)):
+        with pytest.raises(ValueError, match=r"^W_star must have the shape of"):
+            invariant_report(params, bad)
+        with pytest.raises(ValueError, match=r"^W_star must have the shape of"):
+            relative_error(W_star, bad)
+    with pytest.raises(ValueError, match=r"^reward_scale must be"):
+        invariant_report(params, W_star, reward_scale=-1.0)
+    pi = jnp.zeros((4, 10, 3))
+    with pytest.raises(ValueError, match=r"^reference_NxTxD must have the shape of"):
+        distance_report(pi, pi[0])
+    with pytest.raises(ValueError, match=r"^policies_b_TxD must have the shape of"):
+        policy_distance(pi[0], pi[0, :5])

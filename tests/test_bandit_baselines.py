@@ -194,7 +194,9 @@ def test_exp3_probabilities_and_sampler():
 
 def test_standard_rates_and_bounds():
     # Auer et al. 2002: γ = min(1, √(K ln K/((e−1)T))), bound 2√(e−1)√(TK ln K).
-    assert bb.exp3_gamma(3, 2000) == pytest.approx(math.sqrt(3 * math.log(3) / (1.71828 * 2000)))
+    # Python floats throughout: equal to rounding (1e-12 relative).
+    expected = math.sqrt(3 * math.log(3) / ((math.e - 1) * 2000))
+    assert bb.exp3_gamma(3, 2000) == pytest.approx(expected, rel=1e-12)
     assert bb.exp3_gamma(10, 1) == 1.0
     # 2√(e−1) = 2.621665…
     bound = bb.exp3_regret_bound(3, 2000)
@@ -261,7 +263,6 @@ def test_ucb1_under_auer_bound():
     # below half of that (measured 71.0 ± 0.8, 5 SEs allowed); uniform play or a policy stuck
     # on one of the worse arms (200 or 400 per 2000 rounds) fails.
     uniform = T_LONG * float(np.mean(max(MEANS) - np.asarray(MEANS)))
-    assert uniform == pytest.approx(200.0, rel=1e-12)
     assert mean + 5 * se < 0.5 * uniform
 
 
@@ -277,7 +278,9 @@ def test_ucb1_regret_grows_logarithmically():
     ratio = late.mean() / early.mean()
     se_ratio = np.std(late - ratio * early, ddof=1) / np.sqrt(runs) / early.mean()  # delta method
     assert ratio + 5 * se_ratio < math.sqrt(2)
-    assert abs(ratio - 1) < 5 * se_ratio + 0.1  # ≈ 1, allowing a small pre-asymptotic excess
+    # ≈ 1, with a pre-asymptotic excess: measured 1.05-1.11 (se ≈ 0.035) over seeds 1-3, so
+    # the 0.1 allows that excess (ln t growth gives exactly 1 only as t → ∞).
+    assert abs(ratio - 1) < 5 * se_ratio + 0.1
 
 
 def test_exp3_within_its_bound():

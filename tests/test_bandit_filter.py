@@ -345,15 +345,15 @@ def test_transformer_iteration_runs_on_a_gaussian_bandit(transformer):
 @pytest.mark.parametrize(
     ("env", "kwargs", "field"),
     [
-        (BERNOULLI, {"noise": "per-trajectory"}, "noise"),
+        (BERNOULLI, {"noise": "per-trajectory", "loss": "mse"}, "noise"),
         (BERNOULLI, {"loss": "mse"}, "loss"),
         (GaussianFOL(d=D, horizon=12), {"selection": "pseudo-regret"}, "selection"),
-        (GaussianFOL(d=D, horizon=12), {"uniform_mix": 0.1}, "selection"),
+        (GaussianFOL(d=D, horizon=12), {"uniform_mix": 0.1}, "uniform_mix"),
     ],
 )
 def test_settings_that_do_not_fit_the_feedback_are_rejected(env, kwargs, field):
-    cfg = dataclasses.replace(FILTER, **{"uniform_mix": 0.0, **kwargs})
     with pytest.raises(ValueError, match=rf"^{field} "):
+        cfg = dataclasses.replace(FILTER, **{"uniform_mix": 0.0, **kwargs})
         make_iteration(lsa_apply, env, cfg)
 
 

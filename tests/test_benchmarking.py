@@ -13,6 +13,29 @@ def recorder(log: list, name: str):
     return lambda: log.append(name)
 
 
+@pytest.fixture
+def ticking(monkeypatch):
+    """A fake clock for rmft_theory.benchmarking: ``ticking(log, name)`` is a call that takes
+    exactly 1 ms of it and logs its name, so counts that depend on time do not depend on the
+    machine's load."""
+    clock = [0.0]
+
+    class FakeTime:
+        perf_counter = staticmethod(lambda: clock[0])
+        process_time = staticmethod(lambda: clock[0])
+
+    monkeypatch.setattr(benchmarking, "time", FakeTime)
+
+    def call(log, name):
+        def run():
+            clock[0] += 1e-3
+            log.append(name)
+
+        return run
+
+    return call
+
+
 def test_single_calls_alternate_and_the_order_reverses_every_round():
     log = []
     out = time_interleaved({"a": recorder(log, "a"), "b": recorder(log, "b")}, repeats=3)
@@ -32,25 +55,15 @@ def test_blocks_run_back_to_back_after_one_untimed_settling_call():
         assert r["min_s"] <= r["median_s"]
 
 
-def test_settling_calls_fill_settle_s_before_each_block(monkeypatch):
-    # A fake clock: every call takes 1 ms, so 3.5 ms of settling is 4 untimed calls.
-    clock = [0.0]
-
-    class FakeTime:
-        perf_counter = staticmethod(lambda: clock[0])
-        process_time = staticmethod(lambda: clock[0])
-
-    def call(log, name):
-        def run():
-            clock[0] += 1e-3
-            log.append(name)
-
-        return run
-
-    monkeypatch.setattr(benchmarking, "time", FakeTime)
+def test_settling_calls_fill_settle_s_before_each_block(ticking):
+    # Every call takes 1 ms of the fake clock, so 3.5 ms of settling is 4 untimed calls.
     log = []
     out = time_interleaved(
-        {"a": call(log, "a"), "b": call(log, "b")}, repeats=2, warmup=0, block=2, settle_s=0.0035
+        {"a": ticking(log, "a"), "b": ticking(log, "b")},
+        repeats=2,
+        warmup=0,
+        block=2,
+        settle_s=0.0035,
     )
     assert log == ["a"] * 6 + ["b"] * 6 + ["b"] * 6 + ["a"] * 6  # 4 settling + 2 timed
     assert out["a"]["runs_s"] == pytest.approx([1e-3] * 4)
@@ -121,6 +134,19 @@ def test_results_name_each_benchmark_and_the_revision_it_ran_at(tmp_path):
     assert text.index("## alpha") < text.index("## beta")
 
 
+def test_quick_results_never_overwrite_the_full_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(benchmarking, "benchmarks_dir", lambda: tmp_path)
+    benchmarking.write_results("alpha", {"quick": False}, "full table")
+    benchmarking.write_results("alpha", {"quick": True}, "quick table")
+    assert (tmp_path / "results" / "alpha.md").read_text() == "full table\n"
+    assert (tmp_path / "results" / "quick" / "alpha.md").read_text() == "quick table\n"
+    full, quick = assemble_results(), assemble_results(quick=True)
+    assert full == tmp_path / "RESULTS.md" and "full table" in full.read_text()
+    assert quick == tmp_path / "results" / "quick" / "RESULTS.md"
+    assert "quick table" in quick.read_text() and "full table" not in quick.read_text()
+    assert "quick table" not in full.read_text()
+
+
 @pytest.mark.parametrize(
     ("before", "after", "expected"),
     [(80.0, 95.0, "near"), (350.0, 420.0, "far"), (80.0, 350.0, "mixed"), (None, 80.0, "unknown")],
@@ -175,26 +201,28 @@ def test_probed_brackets_the_call_with_two_probes(monkeypatch):
     assert probes == {"core_before_ns": 80.0, "core_after_ns": 350.0, "placement": "mixed"}
 
 
-def test_probed_rounds_alternate_the_order_and_label_each_round(monkeypatch):
+def test_probed_rounds_alternate_the_order_and_label_each_round(monkeypatch, ticking):
     import itertools
 
     from rmft_theory import benchmarking
 
     latencies = itertools.chain([80.0, 90.0, 300.0, 80.0], itertools.repeat(300.0))
     monkeypatch.setattr(benchmarking, "core_latency_ns", lambda: next(latencies))
+    # On the fake clock a round (settling call + block of 2, for each of a and b) takes 6 ms,
+    # so 13 ms of rounds are 3 rounds (the third starts at 12 ms).
     order = []
-    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
-    rounds = benchmarking.probed_rounds(calls, seconds=0.05, block=2)
-    assert len(rounds) >= 2
+    calls = {"a": ticking(order, "a"), "b": ticking(order, "b")}
+    rounds = benchmarking.probed_rounds(calls, seconds=0.013, block=2)
+    assert len(rounds) == 3
     assert [r["placement"] for r in rounds[:2]] == ["near", "mixed"]
-    assert all(set(r["ms"]) == {"a", "b"} and min(r["ms"].values()) >= 0 for r in rounds)
+    assert all(r["ms"] == pytest.approx({"a": 1.0, "b": 1.0}) for r in rounds)
     # Warm-up (1 + settle + 2 per call), then rounds of settle + block: a first, then b first.
     warm = 2 * (1 + 1 + 2)
     assert order[warm : warm + 6] == ["a"] * 3 + ["b"] * 3
     assert order[warm + 6 : warm + 12] == ["b"] * 3 + ["a"] * 3
 
 
-def test_probed_rounds_pass_the_settling_time_on(monkeypatch):
+def test_probed_rounds_pass_the_settling_time_on(monkeypatch, ticking):
     from rmft_theory import benchmarking
 
     monkeypatch.setattr(benchmarking, "core_latency_ns", lambda: 80.0)
@@ -206,6 +234,7 @@ def test_probed_rounds_pass_the_settling_time_on(monkeypatch):
         return real(calls, *args, **kwargs)
 
     monkeypatch.setattr(benchmarking, "time_interleaved", spy)
-    benchmarking.probed_rounds({"a": lambda: None}, seconds=0.01, block=2, settle_s=0.001)
+    # On the fake clock a round takes 3 ms: 10 ms of rounds are 4 rounds after the warm-up.
+    benchmarking.probed_rounds({"a": ticking([], "a")}, seconds=0.01, block=2, settle_s=0.001)
     # The warm-up and every round settle for the time asked.
-    assert len(seen) >= 2 and set(seen) == {0.001}
+    assert seen == [0.001] * 5

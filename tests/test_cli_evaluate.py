@@ -3,6 +3,7 @@
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -125,6 +126,12 @@ def test_full_information_policies(tmp_path, capsys):
         (["--policy", "model:ckpt/run1"], "model path 'ckpt/run1' holds no saved model"),
         (["--policy-opt", "window"], "--policy-opt must be KEY=VALUE"),
         (["--policy-opt", "foo=1"], "policy 'ucb1' has no option 'foo'"),
+        (["--policy-opt", "scale=abc"], "scale must be a finite number, got 'abc'"),
+        (["--d", "3", "--env-opt", "d=4"], "--d 3 and --env-opt d=4 disagree"),
+        (
+            ["--policy", "ftl", "--env", "bernoulli-fol", "--policy-opt", "radius=abc"],
+            "radius must",
+        ),
         (["--env-opt", "sigma=1"], "env 'bernoulli-bandit' has no option 'sigma'"),
         (["--runs", "0"], "--runs must be an integer >= 1"),
         (["--level", "1.5"], "--level must lie in (0, 1)"),
@@ -178,6 +185,52 @@ def test_saved_model_evaluates_like_the_baseline_it_implements(tmp_path):
     b = ev.evaluate(ftrl, env, runs=16, seeds=seeds)
     # float32 prefix sums in two association orders: a few ulps of regrets of size ~5.
     np.testing.assert_allclose(a.per_run["regret"], b.per_run["regret"], rtol=0, atol=2e-5)
+
+
+def test_a_saved_simplex_model_plays_the_policy_map_it_was_trained_with(tmp_path):
+    # A filter with Gaussian or no noise on the simplex rolls out and scores Proj_Δ(g_t)
+    # (THEORY §4), so its saved model must play that, not softmax(g_t/τ); sampled actions
+    # (and models saved before the map was recorded) play softmax(g_t/τ).
+    from rmft_theory.models import lsa_apply, params_from_weights
+    from rmft_theory.rmft import FilterConfig
+    from rmft_theory.runs import (
+        EnvSpec,
+        ModelSpec,
+        TrainRunConfig,
+        load_model_policy,
+        save_model,
+        simplex_policy,
+    )
+    from rmft_theory.spaces import project_simplex
+
+    spec = EnvSpec("gaussian-fol", {"d": 3, "horizon": 12})
+    env = spec.build()
+    params = params_from_weights(0.5 * np.eye(3, dtype=np.float32))
+    rewards = jax.random.normal(jax.random.key(0), (12, 3))
+    g = lsa_apply(params, rewards)
+    expected = {
+        "projection": jax.vmap(project_simplex)(g),
+        "softmax": jax.nn.softmax(g / 0.7, axis=-1),
+    }
+    assert not np.allclose(expected["projection"], expected["softmax"], atol=0.05)
+    for name, policies in expected.items():
+        out = tmp_path / name
+        save_model(out, params, ModelSpec("lsa"), spec, "simplex", 1.0, 0.7, simplex_policy=name)
+        played = load_model_policy(out, env).policies(rewards)
+        # The same float32 operations as the expectation: equal to rounding.
+        np.testing.assert_allclose(played, policies, atol=1e-6)
+
+    def run(**kw):
+        return TrainRunConfig(method="filter", env=spec, filter=FilterConfig(**kw))
+
+    assert simplex_policy(run(space="simplex", noise="per-trajectory")) == "projection"
+    assert simplex_policy(run(space="simplex", noise="none")) == "projection"
+    assert simplex_policy(run(space="simplex", noise="actions")) == "softmax"
+    assert simplex_policy(run()) == "softmax"  # a ball run evaluated on the simplex, as before
+    with pytest.raises(ValueError, match="simplex_policy"):
+        save_model(
+            tmp_path / "x", params, ModelSpec("lsa"), spec, "simplex", 1.0, 1.0, 0.0, "hedge"
+        )
 
 
 # ----------------------------------------------------------------------------- every policy

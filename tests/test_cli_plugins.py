@@ -1,6 +1,7 @@
 """``rmft --import MODULE``: user registrations reach ``rmft evaluate`` and ``rmft train``."""
 
 import json
+import math
 import sys
 import textwrap
 
@@ -73,7 +74,7 @@ def test_import_makes_a_user_env_visible_to_evaluate(plugin_dir, tmp_path, capsy
     sys.path.insert(0, str(plugin_dir))
     assert main(["--import", "rmft_laplace_plugin", *EVALUATE, "--out", str(out)]) == 0
     result = json.loads((out / "result.json").read_text())
-    assert result["env"] == "laplace-fol" and result["mean_regret"] == result["mean_regret"]
+    assert result["env"] == "laplace-fol" and math.isfinite(result["mean_regret"])
 
 
 def test_import_finds_modules_in_the_current_directory(plugin_dir, tmp_path, monkeypatch):

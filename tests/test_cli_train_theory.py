@@ -96,3 +96,22 @@ def test_same_command_same_seed_gives_bit_identical_arrays(tmp_path):
     ra = json.loads((tmp_path / "a" / "result.json").read_text())
     rb = json.loads((tmp_path / "b" / "result.json").read_text())
     assert ra["W_eff"] == rb["W_eff"]
+    # The same --out again resumes from its checkpoint: nothing is left to train, the arrays
+    # and the recorded run time are those of the first run.
+    assert (tmp_path / "a" / "checkpoint" / "checkpoint.json").exists()
+    assert main([*flags, "--out", str(tmp_path / "a")]) == 0
+    again = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert again["W_eff"] == ra["W_eff"]
+    assert again["run_s"] == pytest.approx(ra["run_s"], rel=1e-9)
+    for key, value in load_npz(tmp_path / "a" / "curves.npz").items():
+        np.testing.assert_array_equal(value, a[key])
+
+
+@pytest.mark.parametrize("command", ["train-theory", "train-filter", "evaluate"])
+@pytest.mark.parametrize("seed", ["-1", "abc"])
+def test_every_command_names_a_bad_seed(command, seed, tmp_path, capsys):
+    # Not the internal stream (seeds.init) that the bad value would first reach.
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--seed", seed, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"argument --seed: must be an integer >= 0, got '{seed}'" in capsys.readouterr().err

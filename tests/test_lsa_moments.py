@@ -127,11 +127,14 @@ def test_finetune_in_both_forms_ends_at_the_same_parameters():
     for form in ("direct", "moments"):
         config = FilterConfig(finetune_steps=30, learning_rate=1e-2, finetune_form=form)
         out[form] = jax.jit(lambda p, k, c=config: finetune(lsa_apply, p, k, c))(params, kept)
+    # The two forms sum the same float32 terms in different orders, and Adam carries the
+    # rounding through 30 steps that move the O(1) parameters by about 0.15. Measured on the
+    # 2-core CPU: parameters differ by at most 1.8e-7 and the losses by 4.1e-7 relative; the
+    # bounds leave about 10x room for other CPUs' summation orders. A form that fitted a
+    # different loss moves the parameters by O(lr) = 1e-2 per step and fails by far.
     for name in params:
-        # 30 Adam steps of size ≤ lr = 1e-2 from gradients that agree to ~1e-6: 1e-4 absolute
-        # on O(1) parameters.
-        np.testing.assert_allclose(out["moments"][0][name], out["direct"][0][name], atol=1e-4)
-    np.testing.assert_allclose(out["moments"][2], out["direct"][2], rtol=1e-5)
+        np.testing.assert_allclose(out["moments"][0][name], out["direct"][0][name], atol=2e-6)
+    np.testing.assert_allclose(out["moments"][2], out["direct"][2], rtol=5e-6)
 
 
 def test_auto_form_picks_moments_for_the_lsa_with_mse_only():
@@ -139,7 +142,7 @@ def test_auto_form_picks_moments_for_the_lsa_with_mse_only():
     assert apply_function(module) is lsa_apply
     assert finetune_form(lsa_apply, FilterConfig()) == "moments"
     assert finetune_form(lsa_apply, FilterConfig(finetune_form="direct")) == "direct"
-    ce = FilterConfig(space="simplex", loss="cross-entropy")
+    ce = FilterConfig(space="simplex", noise="actions", loss="cross-entropy")
     assert finetune_form(lsa_apply, ce) == "direct"
     deep = apply_function(make_model("linear-attention", 3))
     assert finetune_form(deep, FilterConfig()) == "direct"
@@ -149,7 +152,9 @@ def test_moments_form_where_unavailable_is_a_named_error():
     deep = apply_function(make_model("linear-attention", 3))
     with pytest.raises(ValueError, match="finetune_form='moments'"):
         finetune_form(deep, FilterConfig(finetune_form="moments"))
-    ce = FilterConfig(space="simplex", loss="cross-entropy", finetune_form="moments")
+    ce = FilterConfig(
+        space="simplex", noise="actions", loss="cross-entropy", finetune_form="moments"
+    )
     with pytest.raises(ValueError, match="finetune_form='moments'"):
         finetune_form(lsa_apply, ce)
     with pytest.raises(ValueError, match="finetune_form"):
@@ -226,9 +231,13 @@ def test_a_checkpoint_resumes_in_the_other_form(tmp_path):
     )
     model, seeds = make_model("lsa", 2), Seeds.from_seed(0)
     run_filter(model, env, config, seeds, checkpoint_dir=tmp_path, stop_after=1, quiet=True)
+    first = tmp_path / "records" / "step_000000.npz"
+    written = first.stat().st_mtime_ns
     moments = dataclasses.replace(config, finetune_form="moments")
     resumed = run_filter(model, env, moments, seeds, checkpoint_dir=tmp_path, quiet=True)
     assert len(resumed.history["heldout_regret"]) == 2
+    # Resumed, not restarted: iteration 0's record was not rewritten.
+    assert first.stat().st_mtime_ns == written
 
 
 def test_subclasses_of_the_lsa_keep_their_own_apply():

@@ -335,7 +335,9 @@ def test_models_train_on_imitation(name):
     result = train_direct(model, env, config, Seeds.from_seed(0), quiet=True)
     loss = result.metrics["loss"]
     L_star = imitation_loss_of_ftrl(d, T)
-    assert abs(loss[0] - 1.0) < 0.15  # g ≡ 0 at step 0: batch mean of a mean-1 loss
+    # Step 0's loss is taken before the first update: g ≡ 0 makes every sequence's loss ‖π*‖² =
+    # ρ² = 1 exactly (the comparator has norm ρ), so only float32 rounding of the mean remains.
+    assert abs(loss[0] - 1.0) < 1e-5, (name, loss[0])
     assert loss[-20:].mean() <= 1.0 - 0.75 * (1.0 - L_star), (name, loss[-20:].mean())
 
 

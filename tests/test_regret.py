@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rmft_theory.baselines import ftrl_policies, hedge_policies, uniform_policies
+from rmft_theory.objectives import imitation_loss, squared_regret_loss
 from rmft_theory.regret import (
+    best_fixed_value,
     comparator,
     cumulative_regret,
     growth_exponent,
@@ -37,6 +39,22 @@ def test_unconstrained_and_unknown_spaces_are_rejected():
         static_regret(R, PI, "unconstrained")
     with pytest.raises(ValueError, match="space must be one of"):
         static_regret(R, PI, "box")
+
+
+@pytest.mark.parametrize("radius", [-1.0, 0.0, float("nan"), float("inf")])
+def test_a_bad_radius_is_named(radius):
+    # A negative radius would flip the comparator and make the zero policy's regret negative.
+    S = jnp.sum(R, axis=0)
+    for call in (
+        lambda: static_regret(R, PI, "ball", radius),
+        lambda: cumulative_regret(R, PI, "ball", radius),
+        lambda: best_fixed_value(S, "ball", radius),
+        lambda: comparator(S, "ball", radius),
+        lambda: imitation_loss(PI, R, radius),
+        lambda: squared_regret_loss(PI, R, radius),
+    ):
+        with pytest.raises(ValueError, match=r"^radius must be"):
+            call()
 
 
 def test_shape_mismatch_names_both_arrays():

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,12 @@ from rmft_theory.reproduce import (
 
 TOY = textwrap.dedent(
     '''
-    """A toy experiment: five slow units, each logged when it is computed."""
-    import time
+    """A toy experiment: five units, each logged when it is computed.
+
+    With TOY_KILL_AT=i in the environment, unit i SIGKILLs its process group part-way.
+    """
+    import os
+    import signal
     from pathlib import Path
 
     import numpy as np
@@ -43,7 +46,8 @@ TOY = textwrap.dedent(
             def work(i=i):
                 with open(Path(fig_dir) / "log.txt", "a") as f:
                     f.write(f"{i}\\n")
-                time.sleep(0.4)
+                if os.environ.get("TOY_KILL_AT") == str(i):
+                    os.killpg(os.getpgid(0), signal.SIGKILL)
                 return {"value": np.array(i * i)}
             values.append(int(unit(fig_dir, NAME, f"u{i}", work)["value"]))
         save_npz(Path(fig_dir) / f"{NAME}.npz", values=np.array(values))
@@ -87,31 +91,30 @@ def test_kill_9_then_resume_recomputes_nothing_finished(toy):
         "--figures-dir",
         str(figs),
     ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
     units = figs / "units" / "fig_toy"
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list(units.glob("u*.npz"))) < 2:
-        assert proc.poll() is None, "the reproduction exited before it could be killed"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # Killed in the middle of unit 2 (its process group, as kill -9 of a terminal's job).
+    proc = subprocess.run(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "TOY_KILL_AT": "2"},
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL
     finished = sorted(p.name for p in units.glob("u*.npz"))
-    assert 2 <= len(finished) < 5, finished
+    assert finished == ["u0.npz", "u1.npz"]
     mtimes = {p.name: p.stat().st_mtime_ns for p in units.glob("u*.npz")}
     # Every file present is complete and readable.
     for p in units.glob("u*.npz"):
         load_npz(p)
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = (figs / "log.txt").read_text().split()
-    # Each unit finished before the kill was computed exactly once; at most the one in flight
-    # at the kill ran twice.
-    counts = {i: log.count(str(i)) for i in range(5)}
+    # The units finished before the kill were computed once and not rewritten; only unit 2,
+    # in flight at the kill, ran twice.
+    assert [log.count(str(i)) for i in range(5)] == [1, 1, 2, 1, 1]
     for name in finished:
-        assert counts[int(name[1])] == 1
         assert (units / name).stat().st_mtime_ns == mtimes[name]
-    assert sum(counts.values()) <= 6
     assert (figs / "fig_toy.txt").read_text() == "0 1 4 9 16"
     assert json.loads((units / "status.json").read_text())["quick"] is True
     # A third run recomputes nothing at all and only redraws.
@@ -128,6 +131,35 @@ def test_plot_only_reads_saved_data(toy):
     status = run_all(None, True, figs, exp, plot_only=True)
     assert status["fig_toy"]["state"] == "plotted"
     assert (figs / "fig_toy.txt").read_text() == "0 1 4 9 16"
+
+
+def test_plot_only_without_saved_data_is_a_named_error(toy):
+    exp, figs = toy
+    with pytest.raises(ValueError, match=r"^no saved data for fig_toy in .*rmft reproduce"):
+        run_all(None, True, figs, exp, plot_only=True)
+
+
+def test_a_cached_experiment_from_other_library_sources_is_reported_and_recomputed(
+    toy, monkeypatch, capsys
+):
+    from rmft_theory import reproduce
+
+    exp, figs = toy
+    run_all(None, True, figs, exp)
+    status = json.loads((figs / "units" / "fig_toy" / "status.json").read_text())
+    assert status["library_sha256"] == reproduce.library_sha256()
+    provenance = json.loads((figs / "fig_toy.provenance.json").read_text())
+    assert provenance["library_sha256"] == status["library_sha256"]
+    assert provenance["quick"] is True and "git_revision" in provenance["environment"]
+    capsys.readouterr()
+    monkeypatch.setattr(reproduce, "library_sha256", lambda: "edited")
+    assert run_all(None, True, figs, exp)["fig_toy"]["state"] == "cached"
+    assert "computed with other rmft_theory sources" in capsys.readouterr().err
+    assert run_all(None, True, figs, exp, recompute=True)["fig_toy"]["state"] == "computed"
+    log = (figs / "log.txt").read_text().split()
+    assert [log.count(str(i)) for i in range(5)] == [2] * 5  # every unit computed again
+    with pytest.raises(ValueError, match="recompute and plot_only"):
+        run_all(None, True, figs, exp, plot_only=True, recompute=True)
 
 
 def test_unit_saves_once_and_loads_after(tmp_path):

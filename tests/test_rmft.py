@@ -132,8 +132,12 @@ def test_finetune_recovers_a_realisable_linear_target():
     start = params_from_weights(0.5 * W)
     params, _, losses = jax.jit(lambda p: finetune(lsa_apply, p, kept, cfg))(start)
     rel = float(lsa_weight_metrics(W)(params)["w_eff_rel_error"])
-    assert float(losses[-1]) < 1e-2 * float(losses[0])
-    assert rel < 0.05  # 300 Adam steps on a noise-free quadratic-like problem: < 5%
+    # Measured on the 2-core CPU: the loss ratio reaches its float32 floor, 4.4e-7, by step 150
+    # (2.1e-5 after 100 steps), and the relative error of W_eff is 2.0e-7 after 300 steps
+    # (7.6e-6 after 200, 1.5e-3 after 100). The bounds leave 20-50x room for other CPUs'
+    # float32 rounding and still fail a fine-tuning that ran a third fewer steps.
+    assert float(losses[-1]) < 1e-5 * float(losses[0])
+    assert rel < 1e-5
 
 
 # ---------------------------------------------------------------- one iteration
@@ -293,7 +297,10 @@ def test_history_is_written_once_per_iteration_and_old_checkpoints_still_resume(
                          stop_after=stop, quiet=True)  # fmt: skip
     assert len(list((tmp_path / "records").glob("*.npz"))) == more.iterations
     _assert_same_run(full, run)
-    assert run.timings.run_s == pytest.approx(float(np.sum(run.history["seconds"])), rel=1e-12)
+    # The run's time is the sum of every session's iteration times, as recorded on disk.
+    on_disk = [float(np.load(p)["seconds"]) for p in (tmp_path / "records").glob("*.npz")]
+    assert len(on_disk) == more.iterations
+    assert run.timings.run_s == pytest.approx(sum(on_disk), rel=1e-12)
     assert run.timings.compile_s > 0  # the extending session's, which compiled
 
     # Another metrics_fn would mix two sets of metrics: refused before anything runs.
@@ -339,6 +346,8 @@ def test_accumulating_run_does_not_extend_and_the_error_names_the_settings(tmp_p
         ({"noise_scale": -1.0}, "noise_scale"),
         ({"noise": "laplace"}, "noise"),
         ({"loss": "cross-entropy"}, "loss"),
+        ({"loss": "cross-entropy", "space": "simplex"}, "loss"),  # with Gaussian noise
+        ({"loss": "mse", "noise": "actions", "space": "simplex"}, "loss"),
         ({"finetune_steps": 0}, "finetune_steps"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"selection": "random"}, "selection"),
@@ -348,6 +357,14 @@ def test_accumulating_run_does_not_extend_and_the_error_names_the_settings(tmp_p
 def test_config_errors_name_the_parameter(kwargs, field):
     with pytest.raises(ValueError, match=rf"^{field} must"):
         FilterConfig(**kwargs)
+
+
+def test_the_default_loss_fits_the_noise():
+    # THEORY §4: Gaussian noise plays Proj(g + ξ) and fits the kept policies by MSE; sampled
+    # actions come from softmax(g/τ) and fit the kept actions by cross-entropy.
+    assert FilterConfig().loss == "mse"
+    assert FilterConfig(noise="actions", space="simplex").loss == "cross-entropy"
+    assert FilterConfig(noise="none", space="simplex").loss == "mse"
 
 
 def test_mismatched_model_output_shape_is_rejected(heldout):
@@ -364,9 +381,11 @@ def test_per_trajectory_noise_drives_w_eff_to_w_star_and_per_step_does_not():
     # THEORY §4: with per-trajectory noise the kept trajectory tends to π* and fine-tuning
     # becomes objective (1), whose minimiser is W*; with per-step noise the kept ξ_t correlate
     # with the unpredictable R_t and there is no signal. From W_eff = 0: d=2, T=25, M=256,
-    # L=64, k=1, 3 iterations. Measured over seeds 0-5: per-trajectory error 0.02-0.08 and
-    # |projection − 1| <= 0.034; per-step |<W_eff, W*>|/‖W*‖² <= 0.025. The bounds below leave
-    # a 2-3x margin over that seed-to-seed spread (sampling noise of M·T = 6400 rounds).
+    # L=64, k=1, 3 iterations. Monte-Carlo spread, measured over seeds 0-9 (mean ± sd):
+    # per-trajectory error 0.046 ± 0.017, projection − 1 = 0.020 ± 0.029; per-step projection
+    # <W_eff, W*>/‖W*‖² = −0.001 ± 0.010 (seed 0: 0.068, 0.064, −0.019). Each bound sits about
+    # 5 sd from the mean, so another CPU's rounding (another draw of that spread) passes, while
+    # the start (error 1, projection 0) and the other mechanism's end point fail by far.
     env = GaussianFOL(d=2, horizon=25)
     W_star = ftrl_weights(env.cov_matrix, env.horizon)
     base = params_from_weights(jnp.zeros((2, 2)))
@@ -391,8 +410,8 @@ def test_per_trajectory_noise_drives_w_eff_to_w_star_and_per_step_does_not():
             metrics_fn=lsa_weight_metrics(W_star),
             quiet=True,
         ).history
-    assert out["per-trajectory"]["w_eff_rel_error"][-1] < 0.16
-    assert abs(out["per-trajectory"]["w_eff_projection"][-1] - 1) < 0.1
+    assert out["per-trajectory"]["w_eff_rel_error"][-1] < 0.13
+    assert abs(out["per-trajectory"]["w_eff_projection"][-1] - 1) < 0.17
     assert abs(out["per-step"]["w_eff_projection"][-1]) < 0.05
 
 

@@ -4,9 +4,12 @@ The checks run in a subprocess with ``XLA_FLAGS=--xla_force_host_platform_device
 the pytest process has already started JAX with one CPU device. Tolerances: the sharded
 rollout draws the same numbers and does the same per-task arithmetic, so its scores may differ
 from the single-device ones only where XLA vectorises a different number of local tasks
-(measured: equal or 1 ulp; checked at 1e-6 relative). Sharded fine-tuning sums the loss over
-tasks in another order (partial sums per device, then an all-reduce); after 20 Adam steps the
-parameters agree to 1e-5 relative of their scale.
+(measured: equal or 1 ulp; checked at 1e-6 relative), and so may the filter iteration's mean
+regret and a run's held-out regrets, which sum those scores (measured: equal or 4.8e-7
+apart; checked at 1e-6 relative). Sharded fine-tuning sums the loss
+over tasks in another order (partial sums per device, then an all-reduce); after 10-20 Adam
+steps the parameters agree to 1.7e-7 relative of their scale (measured), checked at 1e-5:
+Adam's normalised steps can carry a reordered sum's rounding further than one ulp.
 """
 
 from __future__ import annotations
@@ -81,7 +84,6 @@ def run_checks() -> dict:
             out["rollout"][f"{e_name}/{m_name}"] = {
                 "max_abs_diff": diff,
                 "scale": scale,
-                "bit_identical": bool(np.array_equal(got.regret, ref.regret)),
                 "n_shards": len(got.regret.sharding.device_set),
             }
 
@@ -109,13 +111,11 @@ def run_checks() -> dict:
             step = jax.jit(make_iteration(lsa_apply, env, c, mesh=meshes[m_name]))
             got_s, got_m = step(state, heldout)
             out["iteration"][f"{noise}/{m_name}"] = {
-                "targets_bit_identical": bool(
-                    np.array_equal(got_s.buffer.targets, ref_s.buffer.targets)
-                ),
                 "targets_max_abs_diff": float(
                     jnp.max(jnp.abs(got_s.buffer.targets - ref_s.buffer.targets))
                 ),
-                "regret_mean_diff": abs(float(got_m["regret_mean"] - ref_m["regret_mean"])),
+                "regret_mean_rel_diff": abs(float(got_m["regret_mean"] - ref_m["regret_mean"]))
+                / abs(float(ref_m["regret_mean"])),
                 "params_max_rel_diff": max(
                     float(
                         jnp.max(jnp.abs(got_s.params[n] - ref_s.params[n]))
@@ -189,8 +189,9 @@ def run_checks() -> dict:
                 )
                 for n in runs[0].params
             ),
-            "heldout_regret_diff": float(
+            "heldout_regret_rel_diff": float(
                 np.max(np.abs(run.history["heldout_regret"] - runs[0].history["heldout_regret"]))
+                / np.max(np.abs(runs[0].history["heldout_regret"]))
             ),
         }
         for m_name, run in zip(meshes, runs[1:], strict=True)
@@ -228,7 +229,7 @@ def test_sharded_iteration_equals_single_device(sharded_results):
     for name, r in sharded_results["iteration"].items():
         # Same draws and per-task selection: the kept targets agree to rounding (1e-6).
         assert r["targets_max_abs_diff"] <= 1e-6, (name, r)
-        assert r["regret_mean_diff"] <= 1e-5, (name, r)
+        assert r["regret_mean_rel_diff"] <= 1e-6, (name, r)
         assert r["params_max_rel_diff"] <= 1e-5, (name, r)
 
 
@@ -248,7 +249,8 @@ def test_inputs_are_placed_where_the_mesh_takes_them(sharded_results):
 
 def test_sharded_run_filter_equals_single_device(sharded_results):
     for m_name, r in sharded_results["run_filter"].items():
-        assert r["params_max_rel_diff"] <= 1e-5 and r["heldout_regret_diff"] <= 1e-4, (m_name, r)
+        assert r["params_max_rel_diff"] <= 1e-5, (m_name, r)
+        assert r["heldout_regret_rel_diff"] <= 1e-6, (m_name, r)
 
 
 if __name__ == "__main__":

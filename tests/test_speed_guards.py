@@ -12,7 +12,6 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from rmft_theory.envs import GaussianFOL
@@ -192,17 +191,17 @@ def test_finetune_program_does_not_depend_on_k_or_l():
     assert len(flops) == 1, flops
 
 
-def test_iteration_output_shapes_do_not_depend_on_the_data():
+def test_iteration_program_does_not_depend_on_the_data():
+    # Under jit the output shapes follow from the input shapes alone, so comparing them would
+    # prove nothing: what can fail is a second program for other data (a data-dependent
+    # static argument or shape), which the cache count catches.
     env = GaussianFOL(d=D, horizon=10)
     config = tiny_config()
     step = jax.jit(make_iteration(lsa_apply, env, config))
-    shapes = []
     for seed in range(2):
         state = init_state(lsa_params(10), env, config, Seeds.from_seed(seed))
         heldout = heldout_rewards(env, 8, jax.random.key(seed))
-        new, metrics = step(state, heldout)
-        shapes.append(jax.tree.map(np.shape, (new, metrics)))
-    assert shapes[0] == shapes[1]
+        step(state, heldout)
     assert step._cache_size() == 1
 
 

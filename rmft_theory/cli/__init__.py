@@ -19,6 +19,22 @@ SUBCOMMAND_MODULES = (
 )
 
 
+def _seed(text: str) -> int:
+    """An integer seed >= 0 (argparse names ``--seed`` in the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def add_seed_argument(parser: argparse.ArgumentParser) -> None:
+    """``--seed S``, the integer >= 0 every random stream starts from."""
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of every random stream")
+
+
 def add_devices_argument(parser: argparse.ArgumentParser) -> None:
     """``--devices N`` for a command that runs the regret filter."""
     parser.add_argument(

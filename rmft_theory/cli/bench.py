@@ -25,7 +25,11 @@ def add_parser(sub) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="small sizes")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes; tables go to benchmarks/results/quick/, never over the full ones",
+    )
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these benchmarks")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.set_defaults(func=run)
@@ -40,7 +44,7 @@ def run(args) -> int:
             print(f"{name}\t{path}")
         return 0
     codes = run_benchmarks(args.only, args.quick)
-    path = assemble_results()
+    path = assemble_results(quick=args.quick)
     failed = [n for n, c in codes.items() if c != 0]
     print(f"{len(codes) - len(failed)}/{len(codes)} benchmarks ran; tables in {path}")
     return 1 if failed else 0

@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from rmft_theory.cli import add_seed_argument
+
 EXAMPLES = """examples:
   rmft evaluate --policy ucb1 --env bernoulli-bandit --means 0.5,0.6,0.7 --horizon 2000 \\
       --runs 500 --seed 0 --out runs/ucb1
@@ -18,7 +20,7 @@ environments: gaussian-fol, linear-trend-fol, sine-fol, alternating-fol, bernoul
   gaussian-bandit, bernoulli-bandit, sine-bandit, linear-trend-bandit, switching-bandit
 policies: ucb1, thompson-gaussian, thompson-bernoulli, epsilon-greedy, exp3, sw-ucb,
   discounted-ts, uniform (bandit); ftrl, hedge, ftl, uniform (full information);
-  model:PATH (a saved model, once a loader is registered)
+  model:DIR (a run directory written by rmft train, which saved the model in DIR/model)
 option values: numbers, true/false, comma-separated vectors (0.5,0.6), rows split by ';'
 """
 
@@ -36,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--env", required=True, help="environment name")
     p.add_argument("--horizon", type=int, default=1000, help="rounds T")
     p.add_argument("--runs", type=int, default=100, help="independent runs (tasks)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random stream")
+    add_seed_argument(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--d", type=int, default=None, help="arms / coordinates")
     p.add_argument("--sigma", type=float, default=None, help="reward noise standard deviation")
@@ -109,8 +111,6 @@ def run(args) -> int:
     check_positive_int("--runs", args.runs)
     check_positive_int("--horizon", args.horizon)
     check_positive_int("--n-boot", args.n_boot)
-    if args.seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
     if not 0 < args.level < 1:
         raise ValueError(f"--level must lie in (0, 1), got {args.level}")
     if args.batch_size is not None:
@@ -118,6 +118,10 @@ def run(args) -> int:
     env_opts = parse_options("--env-opt", args.env_opt)
     for flag, value in (("d", args.d), ("sigma", args.sigma)):
         if value is not None:
+            if flag in env_opts and env_opts[flag] != value:
+                raise ValueError(
+                    f"--{flag} {value} and --env-opt {flag}={env_opts[flag]} disagree; give one"
+                )
             env_opts[flag] = value
     if args.means is not None:
         env_opts["means"] = parse_means(args.means)

@@ -14,7 +14,9 @@ REPRODUCE_EXAMPLES = """examples:
   rmft reproduce --list
 
 A killed run (even kill -9) resumes on the next call: finished experiments and finished units
-inside an experiment are loaded, not recomputed. Delete figures/[quick/]units/NAME to redo one.
+inside an experiment are loaded, not recomputed. A finished experiment is reused as long as its
+script and mode are unchanged; one computed with other rmft_theory sources is reported, and
+--recompute --only NAME computes it again from scratch.
 """
 
 PLOT_EXAMPLES = """examples:
@@ -41,6 +43,11 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(p)
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="delete the chosen experiments' saved units and compute them from scratch",
+    )
     p.set_defaults(func=run_reproduce)
     q = sub.add_parser(
         "plot",
@@ -62,7 +69,12 @@ def _run(args, plot_only: bool) -> int:
         return 0
     t0 = time.perf_counter()
     status = run_all(
-        args.only, args.quick, args.figures_dir, args.experiments_dir, plot_only=plot_only
+        args.only,
+        args.quick,
+        args.figures_dir,
+        args.experiments_dir,
+        plot_only=plot_only,
+        recompute=getattr(args, "recompute", False),
     )
     states = [s["state"] for s in status.values()]
     print(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rmft_theory.cli import add_devices_argument
+from rmft_theory.cli import add_devices_argument, add_seed_argument
 
 EXAMPLES = """examples:
   rmft train-filter --d 5 --horizon 50 --noise per-trajectory --noise-scale 3 \\
@@ -33,8 +33,22 @@ def add_parser(sub) -> None:
     p.add_argument("--horizon", type=int, default=50, help="rounds T")
     p.add_argument("--sigma", type=float, default=1.0, help="reward standard deviation")
     p.add_argument("--radius", type=float, default=1.0, help="ball radius ρ")
-    p.add_argument("--task-mean", choices=["zero", "random"], default="zero")
-    p.add_argument("--mean-scale", type=float, default=0.3, help="std of random task means")
+    p.add_argument(
+        "--task-mean",
+        choices=["zero", "random"],
+        default="zero",
+        help=(
+            "zero: the theory's tasks, where W* and FTRL at η* are the targets; random: "
+            "μ ~ N(0, mean_scale² I) per task, where W* is only the zero-mean reference and "
+            "follow-the-leader the stronger baseline (THEORY §3)"
+        ),
+    )
+    p.add_argument(
+        "--mean-scale",
+        type=float,
+        default=None,
+        help="std of random task means (--task-mean random only; default 0.3)",
+    )
     p.add_argument(
         "--noise",
         choices=["per-step", "per-trajectory", "actions", "none"],
@@ -62,7 +76,7 @@ def add_parser(sub) -> None:
     p.add_argument("--selection", choices=["regret", "reward"], default="regret")
     p.add_argument("--scope", choices=["task", "pooled"], default="task")
     p.add_argument("--heldout-tasks", type=int, default=512, help="held-out evaluation tasks")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random stream")
+    add_seed_argument(p)
     p.add_argument("--out", type=Path, required=True, help="output (and checkpoint) folder")
     p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -93,7 +107,11 @@ def run(args) -> int:
         horizon=args.horizon,
         sigma=args.sigma,
         mean_kind=args.task_mean,
-        mean_scale=args.mean_scale,
+        mean_scale=(
+            args.mean_scale
+            if args.mean_scale is not None
+            else (0.3 if args.task_mean == "random" else 0.0)
+        ),
     )
     space = args.space or ("simplex" if args.noise == "actions" else "ball")
     loss = args.loss or ("cross-entropy" if args.noise == "actions" else "mse")

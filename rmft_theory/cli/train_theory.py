@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rmft_theory.cli import add_seed_argument
+
 EXAMPLES = """examples:
   rmft train-theory --objective imitation --d 5 --horizon 50 --out runs/imit
   rmft train-theory --objective regret-loss --d 2 --horizon 25 --steps 2000 --seed 1 --out runs/rl
@@ -29,7 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=512, help="fresh tasks per step")
     p.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate")
     p.add_argument("--chunk", type=int, default=200, help="steps per compiled call")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random stream")
+    add_seed_argument(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -54,7 +56,9 @@ def run(args) -> int:
         chunk=chunk,
     )
     seeds = Seeds.from_seed(args.seed)
-    summary, curves = train_theory(env, config, seeds, quiet=args.quiet)
+    summary, curves = train_theory(
+        env, config, seeds, quiet=args.quiet, checkpoint_dir=args.out / "checkpoint"
+    )
     save_npz(args.out / "curves.npz", **curves)
     save_json(
         args.out / "result.json",

@@ -31,11 +31,12 @@ class GaussianFOL:
       sigma: standard deviation for ``cov_kind="isotropic"`` (``Σ = σ² I``).
       cov_kind: ``"isotropic"``, ``"diagonal"`` or ``"full"``.
       cov: for ``"diagonal"`` the d variances; for ``"full"`` a d×d positive-definite matrix as
-        nested tuples. Ignored for ``"isotropic"``.
+        nested tuples. Must be empty for ``"isotropic"``.
       mean_kind: ``"zero"`` (the theory), ``"fixed"`` (``mean``) or ``"random"``
         (``μ ~ N(0, mean_scale² I)`` per task).
-      mean: the fixed mean (d values), for ``mean_kind="fixed"``.
-      mean_scale: standard deviation of random task means.
+      mean: the fixed mean (d values), for ``mean_kind="fixed"`` only.
+      mean_scale: standard deviation of random task means (> 0 for ``mean_kind="random"``
+        only).
       symmetric_noise: (class attribute) True: given the task, ``R_t − μ`` has the law of
         ``μ − R_t`` (Gaussian noise), so direct training may pair R with its mirror ``2μ − R``.
     """
@@ -61,6 +62,18 @@ class GaussianFOL:
         # Normalise containers to tuples so that the config stays hashable.
         object.__setattr__(self, "cov", _to_tuple(self.cov))
         object.__setattr__(self, "mean", _to_tuple(self.mean))
+        # Settings that only one kind reads are errors under another kind, not silently dropped.
+        if self.mean_scale > 0 and self.mean_kind != "random":
+            raise ValueError(
+                f"mean_scale={self.mean_scale} needs mean_kind='random', got {self.mean_kind!r}"
+            )
+        if self.mean and self.mean_kind != "fixed":
+            raise ValueError(f"mean needs mean_kind='fixed', got {self.mean_kind!r}")
+        if self.cov and self.cov_kind == "isotropic":
+            raise ValueError(
+                "cov needs cov_kind='diagonal' or 'full' (isotropic uses sigma), "
+                f"got cov_kind={self.cov_kind!r}"
+            )
         if self.cov_kind == "isotropic" and self.sigma <= 0:
             raise ValueError(f"sigma must be > 0 for an isotropic covariance, got {self.sigma}")
         if self.cov_kind == "diagonal":

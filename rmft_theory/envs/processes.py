@@ -20,8 +20,6 @@ Rounds are 1-indexed in the formulas (``t = 1..T``) and 0-indexed in arrays.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -31,7 +29,7 @@ import numpy as np
 from rmft_theory.envs import gaussian
 from rmft_theory.envs.gaussian import GaussianFOL
 from rmft_theory.keys import standard_normal
-from rmft_theory.validation import check_nonnegative, check_positive_int
+from rmft_theory.validation import check_finite, check_nonnegative, check_positive_int
 
 INF = float("inf")
 
@@ -47,13 +45,6 @@ def check_vector(name: str, values, d: int, low: float = -INF, high: float = INF
     if np.any(v < low) or np.any(v > high):
         raise ValueError(f"{name} must lie in [{low}, {high}], got {values!r}")
     return tuple(float(x) for x in v)
-
-
-def check_finite(name: str, value) -> float:
-    """``value`` must be a finite real number."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def check_range(low_name: str, low, high_name: str, high, lo=-INF, hi=INF) -> None:
