@@ -47,9 +47,10 @@ from rmft_theory.baselines import ftrl_policies
 from rmft_theory.envs import GaussianFOL
 from rmft_theory.io import load_json, load_npz, save_json, save_npz
 from rmft_theory.keys import Seeds
+from rmft_theory.metrics import growth_summary, seed_summary
 from rmft_theory.models import make_model
 from rmft_theory.plotting import savefig, script_main, subplots
-from rmft_theory.regret import cumulative_regret, growth_exponent_bootstrap
+from rmft_theory.regret import cumulative_regret
 from rmft_theory.reproduce import unit
 from rmft_theory.rmft import FilterConfig, apply_function, heldout_rewards, run_filter
 from rmft_theory.theory import eta_star, ftrl_weights, posterior_comparator_policies
@@ -143,17 +144,6 @@ def settings(quick: bool) -> dict:
     }
 
 
-def _beta(curves_NxT) -> dict:
-    fit = growth_exponent_bootstrap(np.asarray(curves_NxT), seed=0, n_boot=300)
-    final = np.asarray(curves_NxT)[:, -1]
-    return {
-        "beta": fit.beta,
-        "beta_se": fit.se,
-        "final_regret": final.mean(),
-        "final_regret_se": final.std(ddof=1) / np.sqrt(final.size),
-    }
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _evaluate(apply_fn, params, rewards_NxTxD, W_star, posterior_NxTxD):
     """Distances to FTRL and to the posterior comparator, and the regret curves (N, T)."""
@@ -191,7 +181,7 @@ def _train(model_name: str, method: str, seed: int, s: dict, eval_set) -> dict:
     to_ftrl, to_post, curves = _evaluate(apply_fn, params, rewards, jnp.asarray(W_star), posterior)
     out.update({f"ftrl_{k}": v for k, v in to_ftrl.items() if k != "distance_per_sequence"})
     out.update({f"posterior_{k}": v for k, v in to_post.items() if k != "distance_per_sequence"})
-    out.update(_beta(curves))
+    out.update(growth_summary(curves))
     out["regret_curve"] = np.asarray(curves).mean(axis=0)
     out["finite"] = finite
     out["learning_rate"] = lr
@@ -217,7 +207,7 @@ def _references(eval_set) -> dict:
     out = {}
     for name, pi in (("ftrl", ftrl), ("posterior", posterior)):
         curves = regret(rewards, pi, "ball")
-        out.update({f"{name}_{k}": v for k, v in _beta(curves).items()})
+        out.update({f"{name}_{k}": v for k, v in growth_summary(curves).items()})
         out[f"{name}_regret_curve"] = np.asarray(curves).mean(axis=0)
     gap = distance_report(posterior, ftrl)  # the posterior comparator measured against FTRL
     out["posterior_to_ftrl_distance"] = gap["distance"]
@@ -225,17 +215,6 @@ def _references(eval_set) -> dict:
     out["posterior_to_ftrl_per_round"] = gap["distance_per_round"]
     out["ftrl_norm"] = jnp.mean(jnp.linalg.norm(ftrl, axis=-1))
     return out
-
-
-def _stats(values) -> dict:
-    v = np.asarray(values, dtype=np.float64)
-    return {
-        "mean": v.mean(),
-        "std": v.std(ddof=1) if v.size > 1 else 0.0,
-        "min": v.min(),
-        "max": v.max(),
-        "per_seed": v,
-    }
 
 
 CURVE_KEYS = ("regret_curve", "ftrl_distance_per_round", "posterior_distance_per_round")
@@ -300,10 +279,10 @@ def compute(fig_dir: Path, quick: bool) -> None:
                     "posterior_distance_per_round",
                 ):
                     arrays[f"{model_name}__{method}__s{seed}__{k}"] = u[k]
-            row = {name: _stats([u[k] for u in units]) for name, k in TABLE_KEYS.items()}
+            row = {name: seed_summary([u[k] for u in units]) for name, k in TABLE_KEYS.items()}
             row["diverged_seeds"] = [sd for sd, u in zip(s["seeds"], units) if not u["finite"]]
             if "w_eff_rel_error" in units[0]:
-                row["w_eff_rel_error"] = _stats([u["w_eff_rel_error"] for u in units])
+                row["w_eff_rel_error"] = seed_summary([u["w_eff_rel_error"] for u in units])
             table[model_name][method] = row
     summary = {
         "question": "Do deeper and nonlinear models trained by the regret filter become "

@@ -45,6 +45,7 @@ from rmft_theory.baselines import ftrl_policies
 from rmft_theory.envs import GaussianFOL
 from rmft_theory.io import load_json, load_npz, save_json, save_npz
 from rmft_theory.keys import Seeds
+from rmft_theory.metrics import seed_summary
 from rmft_theory.models import make_model
 from rmft_theory.plotting import savefig, script_main, subplots
 from rmft_theory.reproduce import unit
@@ -177,11 +178,6 @@ def _direct_run(model_name: str, steps: int, seed: int, s: dict, eval_set) -> di
     return out
 
 
-def _stats(values) -> dict:
-    v = np.asarray(values, dtype=np.float64)
-    return {"mean": v.mean(), "std": v.std(ddof=1) if v.size > 1 else 0.0, "per_seed": v}
-
-
 def compute(fig_dir: Path, quick: bool) -> None:
     """Filter runs and direct runs at every budget as resumable units; save curves and table."""
     s = settings(quick)
@@ -232,7 +228,7 @@ def compute(fig_dir: Path, quick: bool) -> None:
                         arrays[f"{model_name}__{method}__s{seed}__{k}"] = u[k]
             for i in range(len(runs[0]["sequence_gradients"])):
                 row = {
-                    k: _stats([u[k][i] for u in runs])
+                    k: seed_summary([u[k][i] for u in runs])
                     for k in ("ftrl_relative", "posterior_relative", "w_eff_rel_error")
                     if k in runs[0]
                 }
@@ -247,7 +243,7 @@ def compute(fig_dir: Path, quick: bool) -> None:
                         )
                     }
                 )
-                row["wall_s"] = _stats([u["wall_s"][i] for u in runs])
+                row["wall_s"] = seed_summary([u["wall_s"][i] for u in runs])
                 table[model_name][method].append(row)
             if method == "regret-loss":
                 diverged = [sd for sd, u in zip(s["seeds"], runs) if not np.all(u["finite"])]

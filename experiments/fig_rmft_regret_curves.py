@@ -21,8 +21,9 @@ import numpy as np
 
 from rmft_theory.envs import GaussianFOL
 from rmft_theory.io import load_json, load_npz, save_json, save_npz
+from rmft_theory.metrics import growth_summary
 from rmft_theory.plotting import savefig, script_main, subplots
-from rmft_theory.regret import growth_exponent, growth_exponent_bootstrap
+from rmft_theory.regret import growth_exponent
 from rmft_theory.reproduce import unit
 from rmft_theory.rmft import FilterConfig, filter_experiment
 
@@ -93,13 +94,9 @@ def configs(quick: bool) -> dict[str, FilterConfig]:
 
 
 def _beta(curves_NxT: np.ndarray) -> dict:
-    fit = growth_exponent_bootstrap(curves_NxT, seed=0, n_boot=300)
-    return {
-        "beta": fit.beta,
-        "se": fit.se,
-        "final_regret": float(curves_NxT[:, -1].mean()),
-        "final_regret_se": float(curves_NxT[:, -1].std(ddof=1) / np.sqrt(len(curves_NxT))),
-    }
+    """:func:`rmft_theory.metrics.growth_summary` with this figure's table keys."""
+    summary = growth_summary(curves_NxT)
+    return {"se" if k == "beta_se" else k: v for k, v in summary.items()}
 
 
 def compute(fig_dir: Path, quick: bool) -> None:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rmft_theory.regret import growth_exponent_bootstrap
 from rmft_theory.validation import check_positive_int
 
 # ----------------------------------------------------------------------------- per run (JAX)
@@ -194,3 +195,26 @@ def mean_and_se(values_N) -> tuple[float, float]:
     if x.ndim != 1 or x.size < 2:
         raise ValueError(f"values_N must be a vector of at least 2 values, got shape {x.shape}")
     return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))
+
+
+def growth_summary(curves_NxT, n_boot: int = 300, seed: int = 0) -> dict[str, float]:
+    """The growth exponent of N runs' regret curves and their final regret, each with its
+    standard error: ``beta``, ``beta_se`` (bootstrap over runs,
+    :func:`rmft_theory.regret.growth_exponent_bootstrap`), ``final_regret`` and
+    ``final_regret_se`` (``s/√N`` of the runs' final regrets)."""
+    curves = np.asarray(curves_NxT, dtype=np.float64)
+    fit = growth_exponent_bootstrap(curves, seed=seed, n_boot=n_boot)
+    final, final_se = mean_and_se(curves[:, -1])
+    return {"beta": fit.beta, "beta_se": fit.se, "final_regret": final, "final_regret_se": final_se}
+
+
+def seed_summary(values) -> dict:
+    """Mean, standard deviation (0 for one value), min, max and the values, over seeds."""
+    v = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": v.mean(),
+        "std": v.std(ddof=1) if v.size > 1 else 0.0,
+        "min": v.min(),
+        "max": v.max(),
+        "per_seed": v,
+    }

@@ -160,3 +160,22 @@ def test_bootstrap_rejects_bad_input():
         metrics.bootstrap_ci(np.ones(3), level=1.0)
     with pytest.raises(ValueError, match="n_boot"):
         metrics.bootstrap_ci(np.ones(3), n_boot=0)
+
+
+def test_growth_summary_recovers_the_exponent_and_the_final_regret():
+    # Runs c_n · t^0.5 with c_n spread around 1: every resample's mean curve is exactly ∝ √t,
+    # so β̂ = 0.5 to float rounding (1e-9) with a bootstrap spread of the same size.
+    rng = np.random.default_rng(0)
+    c = 1.0 + 0.1 * rng.standard_normal(50)
+    t = np.arange(1, 201)
+    curves = c[:, None] * np.sqrt(t)[None, :]
+    s = metrics.growth_summary(curves, n_boot=50)
+    assert s["beta"] == pytest.approx(0.5, abs=1e-9) and s["beta_se"] < 1e-9
+    final, se = metrics.mean_and_se(curves[:, -1])
+    assert (s["final_regret"], s["final_regret_se"]) == (final, se)
+
+
+def test_seed_summary_of_one_seed_has_no_spread():
+    assert metrics.seed_summary([2.0])["std"] == 0.0
+    s = metrics.seed_summary([1.0, 3.0])
+    assert (s["mean"], s["std"], s["min"], s["max"]) == (2.0, np.sqrt(2.0), 1.0, 3.0)
