@@ -73,11 +73,7 @@ def check_config(config: FilterConfig) -> None:
             f"noise must be 'actions' on a bandit environment (the learner samples arms), "
             f"got {config.noise!r}"
         )
-    if config.loss != "cross-entropy":
-        raise ValueError(
-            f"loss must be 'cross-entropy' on a bandit environment (fine-tuning on the kept "
-            f"arms), got {config.loss!r}"
-        )
+    # The loss needs no check here: FilterConfig pairs noise='actions' with cross-entropy.
 
 
 def sampling_for(config: FilterConfig, blocks: int = DEFAULT_BLOCKS) -> BanditSampling:

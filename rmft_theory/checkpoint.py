@@ -111,6 +111,11 @@ def check_resumable(directory, fingerprint: dict, free: tuple[str, ...] = ()) ->
         fp = to_jsonable(fp)
         if isinstance(fp, dict) and isinstance(fp.get("config"), dict):
             fp = {**fp, "config": {k: v for k, v in fp["config"].items() if k not in free}}
+        env = fp.get("env") if isinstance(fp, dict) else None
+        if isinstance(env, dict) and env.get("mean_kind") in ("zero", "fixed"):
+            # GaussianFOL once ignored mean_scale unless mean_kind was "random" (rmft
+            # train-filter recorded its 0.3 default on zero-mean tasks); it now must be 0 there.
+            fp = {**fp, "env": {**env, "mean_scale": 0.0}}
         return fp
 
     saved = load_json(Path(directory) / META_FILE).get("fingerprint")

@@ -153,13 +153,28 @@ def from_dict(cls, data, path: str = ""):
         raise ValueError(f"{where}: {err}") from None
 
 
-def load(cls, path: str | Path | None = None, overrides: list[str] = ()):
-    """Load ``cls`` from an optional file and ``key=value`` overrides."""
+def declared_defaults(obj) -> dict:
+    """``obj`` (a dataclass built from its defaults) as JSON-able data, with every field whose
+    declared default is None set back to None: such fields are resolved by ``__post_init__``
+    from the others (``FilterConfig.loss`` from its noise), so a section copied from these
+    defaults and then overridden is resolved again, not pinned to the defaults' resolution."""
     from rmft_theory.io import to_jsonable
 
+    data = to_jsonable(obj)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.default is None:
+            data[f.name] = None
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            data[f.name] = declared_defaults(value)
+    return data
+
+
+def load(cls, path: str | Path | None = None, overrides: list[str] = ()):
+    """Load ``cls`` from an optional file and ``key=value`` overrides."""
     data = load_file(path) if path is not None else {}
     try:
-        defaults = to_jsonable(cls())
+        defaults = declared_defaults(cls())
     except (TypeError, ValueError):  # no usable defaults
         defaults = None
     return from_dict(cls, apply_overrides(data, list(overrides), defaults))

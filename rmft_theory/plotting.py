@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import matplotlib
@@ -35,7 +36,7 @@ def savefig(fig, fig_dir: Path, name: str) -> list[Path]:
 
 def script_main(compute, plot, name: str) -> None:
     """Command line of one experiment script: ``--quick``, ``--out DIR``, ``--plot-only``."""
-    from rmft_theory.reproduce import check_saved_data, default_figures_dir
+    from rmft_theory.reproduce import check_saved_data, default_figures_dir, write_provenance
 
     p = argparse.ArgumentParser(description=f"Regenerate {name}.")
     p.add_argument("--quick", action="store_true", help="small settings, minutes on a laptop")
@@ -49,6 +50,10 @@ def script_main(compute, plot, name: str) -> None:
         except ValueError as err:
             p.error(str(err))
     else:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
         compute(fig_dir, args.quick)
+        record = {"quick": args.quick, "compute_s": time.perf_counter() - t0}
+        write_provenance(fig_dir, name, record)
     for path in plot(fig_dir):
         print(path)

@@ -176,6 +176,21 @@ def experiment_fingerprint(script: Path, quick: bool) -> str:
     )
 
 
+def write_provenance(fig_dir: Path, name: str, record: dict) -> Path:
+    """Write ``<fig_dir>/<name>.provenance.json`` beside the figure's data (``units/`` is not
+    committed): ``record`` (mode, compute time, ...), the library's source hash, package
+    versions and the git revision."""
+    provenance = {
+        "experiment": name,
+        "library_sha256": library_sha256(),
+        **record,
+        "environment": environment_info(),
+    }
+    path = Path(fig_dir) / f"{name}.provenance.json"
+    save_json(path, provenance)
+    return path
+
+
 def library_sha256() -> str:
     """SHA-256 (hex) of the ``rmft_theory`` package's Python sources, path by path.
 
@@ -247,10 +262,13 @@ def run_all(
             state = "plotted"
         elif done_file.exists() and load_json(done_file).get("fingerprint") == want:
             state = "cached"
-            if load_json(done_file).get("library_sha256") != library:
+            recorded = load_json(done_file).get("library_sha256")
+            if recorded != library:
+                which = "other" if recorded else "unrecorded (older)"
                 print(
-                    f"== {name}: cached, but computed with other rmft_theory sources; "
-                    f"--recompute --only {name} computes it again",
+                    f"== {name}: cached, but computed with {which} rmft_theory sources; "
+                    f"rmft reproduce{' --quick' if quick else ''} --recompute --only {name} "
+                    "computes it again",
                     file=sys.stderr,
                 )
         else:
@@ -267,9 +285,7 @@ def run_all(
                 "compute_s": time.perf_counter() - t0,
             }
             save_json(done_file, record)
-            # Beside the figure (units/ is not committed): what computed its data.
-            provenance = {"experiment": name, **record, "environment": environment_info()}
-            save_json(fig_dir / f"{name}.provenance.json", provenance)
+            write_provenance(fig_dir, name, record)
             state = "computed"
         outputs = module.plot(fig_dir)
         status[name] = {

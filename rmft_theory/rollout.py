@@ -129,8 +129,8 @@ def explore(key: jax.Array, g_TxD: jax.Array, exploration: Exploration) -> jax.A
     Per-trajectory noise draws one ``ξ`` of shape (d,) and adds ``s ξ`` at every round;
     per-step noise draws ``ξ_t`` of shape (T, d). Both are projected onto the policy space.
     Action sampling returns one-hot policies ``e_{a_t}`` with ``a_t ~ softmax(g_t/τ)``.
-    The same as the trajectory of a task rolled out from ``key`` with ``n_rollouts=1`` (the
-    draws of L > 1 trajectories depend on L, so row 0 of those differs).
+    The same as the trajectory of a task rolled out from ``key`` with ``n_rollouts=1`` (with
+    Gaussian noise, the draws of L > 1 trajectories depend on L, so row 0 of those differs).
     """
     draws = task_draws(key, g_TxD, exploration, 1)
     return policies_from_draws(g_TxD, draws, exploration)[0]

@@ -396,10 +396,10 @@ def load_model_policy(path, env, space: str | None = None, mix: float | None = N
 
     On full-information envs it plays ``policy_head(g_t)`` in the saved space; on the simplex
     ``Proj_Δ(g_t)`` instead where the model was trained that way (the saved ``simplex_policy``;
-    models saved before it was recorded play ``softmax(g_t/τ)``). On bandits it
-    samples ``a_t ~ (1 − γ) softmax(g_t/τ) + γ/d`` and feeds itself the importance-weighted
-    estimates ``r̂_s = r_s e_{a_s}/p_s(a_s)`` (see :mod:`rmft_theory.bandit_rollout`); γ defaults
-    to the saved filter's ``uniform_mix`` (0 for other runs).
+    models saved before it was recorded play ``softmax(g_t/τ)``). On bandits, whatever was saved,
+    it samples ``a_t ~ (1 − γ) softmax(g_t/τ) + γ/d`` and feeds itself the importance-weighted
+    estimates ``r̂_s = r_s e_{a_s}/p_s(a_s)`` (see :mod:`rmft_theory.bandit_rollout`); γ
+    defaults to the saved filter's ``uniform_mix`` (0 for other runs).
     """
     from rmft_theory.bandit_rollout import BanditSampling, as_bandit_algorithm
     from rmft_theory.evaluate import FullInfoPolicy

@@ -346,7 +346,7 @@ def test_transformer_iteration_runs_on_a_gaussian_bandit(transformer):
     ("env", "kwargs", "field"),
     [
         (BERNOULLI, {"noise": "per-trajectory", "loss": "mse"}, "noise"),
-        (BERNOULLI, {"loss": "mse"}, "loss"),
+        (BERNOULLI, {"loss": "mse"}, "loss"),  # refused by FilterConfig (actions need CE)
         (GaussianFOL(d=D, horizon=12), {"selection": "pseudo-regret"}, "selection"),
         (GaussianFOL(d=D, horizon=12), {"uniform_mix": 0.1}, "uniform_mix"),
     ],

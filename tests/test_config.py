@@ -90,6 +90,14 @@ def test_file_level_errors(tmp_path):
         load_file(tmp_path / "list.json")
 
 
+def test_a_default_resolved_from_other_fields_follows_the_overrides():
+    # FilterConfig.loss (default None) resolves from the noise when the config is built; a
+    # [filter] section created by overrides must not pin it to the defaults' resolution (mse).
+    run = ['method="filter"', "filter.noise=actions", "filter.space=simplex"]
+    assert load(TrainRunConfig, None, run).filter.loss == "cross-entropy"
+    assert load(TrainRunConfig, None, ['method="filter"']).filter.loss == "mse"
+
+
 def test_override_syntax():
     assert parse_override("a.b=3") == (["a", "b"], 3)
     assert parse_override("a=x y") == (["a"], "x y")

@@ -70,8 +70,12 @@ def test_same_key_same_rewards():
         # Settings read by one kind only, given under another, are not silently dropped.
         ({"d": 2, "horizon": 5, "mean_scale": 0.3}, "^mean_scale=0.3 needs mean_kind='random'"),
         ({"d": 2, "horizon": 5, "mean": (1.0, 2.0)}, "^mean needs mean_kind='fixed'"),
-        ({"d": 2, "horizon": 5, "mean_kind": "random", "mean": (1.0, 2.0)}, "^mean needs"),
+        (
+            {"d": 2, "horizon": 5, "mean_kind": "random", "mean_scale": 1.0, "mean": (1.0, 2.0)},
+            "^mean needs",
+        ),
         ({"d": 2, "horizon": 5, "cov": (1.0, 2.0)}, "^cov needs cov_kind"),
+        ({"d": 2, "horizon": 5, "mean_kind": "random"}, "^mean_scale must be > 0"),
     ],
 )
 def test_invalid_configs_name_the_field(kwargs, field):

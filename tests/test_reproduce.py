@@ -162,6 +162,28 @@ def test_a_cached_experiment_from_other_library_sources_is_reported_and_recomput
         run_all(None, True, figs, exp, plot_only=True, recompute=True)
 
 
+def test_an_experiment_script_writes_provenance_and_names_missing_data(
+    toy, tmp_path, monkeypatch, capsys
+):
+    from rmft_theory.plotting import script_main
+    from rmft_theory.reproduce import load_experiment
+
+    exp, _ = toy
+    module = load_experiment(exp / "fig_toy.py")
+    out = tmp_path / "script_out"
+    monkeypatch.setattr(sys, "argv", ["fig_toy.py", "--quick", "--out", str(out)])
+    script_main(module.compute, module.plot, "fig_toy")
+    provenance = json.loads((out / "fig_toy.provenance.json").read_text())
+    assert provenance["experiment"] == "fig_toy" and provenance["quick"] is True
+    assert "git_revision" in provenance["environment"]
+    empty = tmp_path / "empty"
+    monkeypatch.setattr(sys, "argv", ["fig_toy.py", "--plot-only", "--out", str(empty)])
+    with pytest.raises(SystemExit) as exit_info:
+        script_main(module.compute, module.plot, "fig_toy")
+    assert exit_info.value.code == 2
+    assert "no saved data for fig_toy" in capsys.readouterr().err
+
+
 def test_unit_saves_once_and_loads_after(tmp_path):
     calls = []
 

@@ -245,7 +245,8 @@ def test_horizon_blocks_cover_the_horizon_with_little_padding(horizon, n_rollout
     assert block >= 1 and (block - 1) * n_rollouts < rollout_module.BLOCK_ELEMENTS
     # The fewest blocks of BLOCK_ELEMENTS pairs that hold all T·L, or one round per block.
     capacity, pairs = rollout_module.BLOCK_ELEMENTS, horizon * n_rollouts
-    assert n_blocks == horizon or (n_blocks - 1) * capacity < pairs <= n_blocks * capacity
+    assert n_blocks == 1 or (n_blocks - 1) * capacity < pairs  # no more blocks than needed
+    assert n_blocks == horizon or pairs <= n_blocks * capacity  # enough, unless one per round
     assert 0 <= n_blocks * block - horizon < n_blocks  # under one padded round per block
 
 

@@ -5,8 +5,9 @@ the pytest process has already started JAX with one CPU device. Tolerances: the 
 rollout draws the same numbers and does the same per-task arithmetic, so its scores may differ
 from the single-device ones only where XLA vectorises a different number of local tasks
 (measured: equal or 1 ulp; checked at 1e-6 relative), and so may the filter iteration's mean
-regret and a run's held-out regrets, which sum those scores (measured: equal or 4.8e-7
-apart; checked at 1e-6 relative). Sharded fine-tuning sums the loss
+regret, which sums those scores (measured: equal or 4.8e-7 apart; checked at 1e-6 relative).
+A run's held-out regrets follow parameters fine-tuned as below (measured: 4.8e-7 apart;
+checked at 1e-5 relative, the parameters' bound). Sharded fine-tuning sums the loss
 over tasks in another order (partial sums per device, then an all-reduce); after 10-20 Adam
 steps the parameters agree to 1.7e-7 relative of their scale (measured), checked at 1e-5:
 Adam's normalised steps can carry a reordered sum's rounding further than one ulp.
@@ -250,7 +251,8 @@ def test_inputs_are_placed_where_the_mesh_takes_them(sharded_results):
 def test_sharded_run_filter_equals_single_device(sharded_results):
     for m_name, r in sharded_results["run_filter"].items():
         assert r["params_max_rel_diff"] <= 1e-5, (m_name, r)
-        assert r["heldout_regret_rel_diff"] <= 1e-6, (m_name, r)
+        # After fine-tuning, whose parameters may differ by 1e-5 (above): 1e-5 relative.
+        assert r["heldout_regret_rel_diff"] <= 1e-5, (m_name, r)
 
 
 if __name__ == "__main__":

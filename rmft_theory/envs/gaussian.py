@@ -67,6 +67,10 @@ class GaussianFOL:
             raise ValueError(
                 f"mean_scale={self.mean_scale} needs mean_kind='random', got {self.mean_kind!r}"
             )
+        if self.mean_kind == "random" and self.mean_scale <= 0:
+            raise ValueError(
+                f"mean_scale must be > 0 for mean_kind='random', got {self.mean_scale}"
+            )
         if self.mean and self.mean_kind != "fixed":
             raise ValueError(f"mean needs mean_kind='fixed', got {self.mean_kind!r}")
         if self.cov and self.cov_kind == "isotropic":
