@@ -71,7 +71,8 @@ def test_comparator_has_zero_regret(seed, space, radius):
     rewards = jax.random.normal(jax.random.key(seed), (13, 4))
     pi_star = comparator(rewards.sum(0), space, radius)
     policies = jnp.broadcast_to(pi_star, rewards.shape)
-    # float32 sums of 13 unit-variance terms: absolute error a few 1e-6.
+    # float32: ρ‖S_T‖ (up to ≈ 40 at ρ = 4) minus 13 products that sum to it. Measured over
+    # 20,000 seeds: at most 1.5e-5 at ρ = 4, 1.9e-6 on the simplex; 1e-4 leaves 6x.
     assert abs(float(static_regret(rewards, policies, space, radius))) < 1e-4
 
 
