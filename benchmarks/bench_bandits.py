@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +33,13 @@ import numpy as np
 
 from rmft_theory import metrics
 from rmft_theory.baselines import bandits as bb
-from rmft_theory.benchmarking import compile_jax, load_average, markdown_table, write_results
+from rmft_theory.benchmarking import (
+    compile_jax,
+    load_average,
+    markdown_table,
+    time_interleaved,
+    write_results,
+)
 
 # ----------------------------------------------------------------------------- JAX
 
@@ -55,21 +60,20 @@ def make_jax_runner(algo: bb.BanditAlgorithm, horizon: int, sample: bool):
     return jax.jit(jax.vmap(one, in_axes=in_axes))
 
 
-def bench_jax(algo, means, tables, runs, horizon, repeats):
-    """Compile time, run times and the mean pseudo-regret; ``tables=None`` samples inside."""
+def jax_call(algo, means, tables, runs, horizon, regrets: dict):
+    """``(call, compile_s)``: one timed call of the batched runs (``tables=None`` samples
+    inside); each call records its mean pseudo-regret in ``regrets["jax"]``."""
     fn = make_jax_runner(algo, horizon, sample=tables is None)
     means_D = jnp.asarray(means, jnp.float32)
     tables = None if tables is None else jnp.asarray(tables, jnp.float32)
     keys = jax.random.split(jax.random.key(0), runs)
     compiled, compile_s = compile_jax(fn, keys, means_D, tables)
-    jax.block_until_ready(compiled(keys, means_D, tables))  # warm-up
-    times, regret = [], None
-    for i in range(repeats):
-        keys = jax.random.split(jax.random.key(i + 1), runs)
-        t0 = time.perf_counter()
+
+    def call():
         regret = jax.block_until_ready(compiled(keys, means_D, tables))
-        times.append(time.perf_counter() - t0)
-    return compile_s, times, float(np.mean(np.asarray(regret)))
+        regrets["jax"] = float(np.mean(np.asarray(regret)))
+
+    return call, compile_s
 
 
 # ----------------------------------------------------------------------------- NumPy references
@@ -139,25 +143,30 @@ def thompson_numpy_vectorised(rng, means, runs, horizon, tables=None):
     return regret
 
 
-def bench_numpy_loop(run_fn, means, tables, runs, horizon, repeats):
-    times, regrets = [], []
-    for i in range(repeats):
-        rng = np.random.default_rng(i)
-        t0 = time.perf_counter()
-        for j in range(runs):
-            regrets.append(run_fn(rng, means, horizon, None if tables is None else tables[j]))
-        times.append(time.perf_counter() - t0)
-    return times, float(np.mean(regrets))
+def numpy_loop_call(run_fn, means, tables, runs, horizon, regrets: dict):
+    """One timed call of ``runs`` per-step Python runs, each drawing from its own generator."""
+    seeds = iter(range(10**9))
+
+    def call():
+        rng = np.random.default_rng(next(seeds))
+        out = [
+            run_fn(rng, means, horizon, None if tables is None else tables[j]) for j in range(runs)
+        ]
+        regrets["loop"] = float(np.mean(out))
+
+    return call
 
 
-def bench_numpy_vectorised(fn, means, tables, runs, horizon, repeats):
-    times, regrets = [], []
-    for i in range(repeats):
-        rng = np.random.default_rng(i)
-        t0 = time.perf_counter()
-        regrets.append(fn(rng, means, runs, horizon, tables).mean())
-        times.append(time.perf_counter() - t0)
-    return times, float(np.mean(regrets))
+def numpy_vectorised_call(fn, means, tables, runs, horizon, regrets: dict):
+    """One timed call of the vectorised NumPy runs (a Python loop over rounds only)."""
+    seeds = iter(range(10**9))
+
+    def call():
+        regrets["vectorised"] = float(
+            fn(np.random.default_rng(next(seeds)), means, runs, horizon, tables).mean()
+        )
+
+    return call
 
 
 # ----------------------------------------------------------------------------- driver
@@ -169,12 +178,11 @@ def main(argv=None) -> dict:
     p.add_argument("--loop-runs", type=int, default=20, help="runs for the per-step loop")
     p.add_argument("--horizon", type=int, default=2000)
     p.add_argument("--means", default="0.5,0.6,0.7")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--loop-repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (every call, alternated)")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     args = p.parse_args(argv)
     if args.quick:
-        args.runs, args.loop_runs, args.horizon, args.repeats, args.loop_repeats = 64, 2, 200, 2, 1
+        args.runs, args.loop_runs, args.horizon, args.repeats = 64, 2, 200, 2
     means = np.array([float(x) for x in args.means.split(",")])
     T = args.horizon
 
@@ -195,14 +203,22 @@ def main(argv=None) -> dict:
     for name, algo, loop_fn, vec_fn in cases:
         for work in ("algorithm", "end-to-end"):
             tab = tables if work == "algorithm" else None
-            compile_s, jax_times, jax_regret = bench_jax(
-                algo, means, tab, args.runs, T, args.repeats
-            )
-            loop_times, loop_regret = bench_numpy_loop(
-                loop_fn, means, tab, args.loop_runs, T, args.loop_repeats
-            )
-            vec_times, vec_regret = bench_numpy_vectorised(
-                vec_fn, means, tab, args.runs, T, args.loop_repeats
+            regrets = {}
+            jax_fn, compile_s = jax_call(algo, means, tab, args.runs, T, regrets)
+            calls = {
+                "jax": jax_fn,
+                "loop": numpy_loop_call(loop_fn, means, tab, args.loop_runs, T, regrets),
+                "vectorised": numpy_vectorised_call(vec_fn, means, tab, args.runs, T, regrets),
+            }
+            # Alternating rounds, the order reversed every round, one warm-up round untimed.
+            timed = time_interleaved(calls, args.repeats)
+            jax_times = timed["jax"]["runs_s"]
+            loop_times = timed["loop"]["runs_s"]
+            vec_times = timed["vectorised"]["runs_s"]
+            jax_regret, loop_regret, vec_regret = (
+                regrets["jax"],
+                regrets["loop"],
+                regrets["vectorised"],
             )
             jax_sps = args.runs * T / statistics.median(jax_times)
             loop_sps = args.loop_runs * T / statistics.median(loop_times)
@@ -240,7 +256,6 @@ def main(argv=None) -> dict:
             "horizon": T,
             "means": means.tolist(),
             "repeats": args.repeats,
-            "loop_repeats": args.loop_repeats,
         },
         "rows": rows,
         "done_when": {
@@ -255,8 +270,9 @@ def main(argv=None) -> dict:
         )
     md = [
         f"Bernoulli bandit {means.tolist()}, T = {T}; JAX and vectorised NumPy: {args.runs} "
-        f"runs, per-step loop: {args.loop_runs} runs; backend {jax.default_backend()}; median of "
-        "repeats. Ratios: JAX steps/s over the reference's.",
+        f"runs, per-step loop: {args.loop_runs} runs; backend {jax.default_backend()}; medians of "
+        f"{args.repeats} rounds in which the three implementations alternate (order reversed "
+        "every round, one untimed warm-up round). Ratios: JAX steps/s over the reference's.",
         "",
         markdown_table(
             rows,

@@ -113,9 +113,11 @@ def torch_setup(torch, params, kept):
     return p, step
 
 
-def torch_moments_setup(torch, params, kept, steps: int):
+def torch_moments_setup(torch, params, kept, steps: int, compile_step: bool = False):
     """``(params, run)``: the moments form in PyTorch (chunked statistics, then ``steps`` Adam
-    steps on the polynomial loss); ``run()`` starts each call from the current parameters."""
+    steps on the polynomial loss); ``run()`` starts each call from the current parameters with
+    a fresh Adam state. ``compile_step``: the Adam step through ``torch.compile`` (its first
+    compilation happens in the first ``run()``)."""
     p = [torch.nn.Parameter(torch.from_numpy(np.array(params[n]))) for n in ("V", "K", "Q")]
     R = torch.from_numpy(np.array(kept.rewards))
     Y = torch.from_numpy(np.array(kept.targets))
@@ -145,17 +147,22 @@ def torch_moments_setup(torch, params, kept, steps: int):
         c = (omega * (Y * Y).sum(dim=(1, 2))).sum()
         return P[back][:, back].reshape(E, E, E, E), B[:, back].reshape(d, E, E), c
 
+    def loss_fn(V, K, Q, P, B, c):
+        k = K.T @ (Q @ c_vec)
+        S = torch.einsum("aibj,i,j->ab", P, k, k)
+        return ((V.T @ V) * S).sum() - 2 * (V * (B @ k)).sum() + c
+
+    # Compiled: the loss and its backward (one graph, no optimizer state in it, so one
+    # compilation serves every call); Adam stays eager.
+    loss_call = torch.compile(loss_fn) if compile_step else loss_fn
+
     def run():
         with torch.no_grad():
             P, B, c = moments()
-        opt = torch.optim.Adam(p, lr=LR)
+        opt = torch.optim.Adam(p, lr=LR)  # a fresh Adam per call, as each filter iteration
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            V, K, Q = p
-            k = K.T @ (Q @ c_vec)
-            S = torch.einsum("aibj,i,j->ab", P, k, k)
-            loss = ((V.T @ V) * S).sum() - 2 * (V * (B @ k)).sum() + c
-            loss.backward()
+            loss_call(*p, P, B, c).backward()
             opt.step()
 
     return p, run
@@ -174,17 +181,18 @@ def pick_threads(torch, step, repeats=3) -> int:
 
 def check_agreement(torch, C=8, T=12, d=3, steps=5) -> float:
     """Max |param difference| after ``steps`` Adam steps in JAX and PyTorch from one start, over
-    both forms (direct and moments)."""
+    both forms (direct, and moments eager and compiled)."""
     params, kept = kept_set(C, T, d)
     worst = 0.0
-    for form in ("direct", "moments"):
-        ours = jax.jit(jax_steps(lsa_apply, steps, form))(params, kept)
+    for form in ("direct", "moments", "moments_compiled"):
+        ours = jax.jit(jax_steps(lsa_apply, steps, form.removesuffix("_compiled")))(params, kept)
         if form == "direct":
             p, step = torch_setup(torch, params, kept)
             for _ in range(steps):
                 step()
         else:
-            p, run = torch_moments_setup(torch, params, kept, steps)
+            compiled = form == "moments_compiled"
+            p, run = torch_moments_setup(torch, params, kept, steps, compiled)
             run()
         worst = max(
             worst,
@@ -232,6 +240,12 @@ def bench_size(C, T, d, steps, repeats, torch, compile_torch) -> dict:
                         cstep()
 
                 calls["torch_compile"] = compiled
+                # The moments form compiled too (its loss and backward; Adam eager).
+                run_compiled = torch_moments_setup(torch, params, kept, steps, True)[1]
+                t0 = time.perf_counter()
+                run_compiled()
+                row["torch_moments_compile_s"] = time.perf_counter() - t0
+                calls["torch_moments_compile"] = run_compiled
             except Exception as exc:  # inductor needs a working C++ toolchain
                 print(f"torch.compile failed, skipped: {exc!r:.200}", file=sys.stderr)
                 row["torch_compile"] = f"failed: {exc!r:.200}"
@@ -244,10 +258,15 @@ def bench_size(C, T, d, steps, repeats, torch, compile_torch) -> dict:
     row["moments_over_direct_speedup"] = ms["jax_direct"] / ms["jax_moments"]
     if "torch_eager" in ms:
         row["vs_torch_eager"] = ms["torch_eager"] / ms["jax_direct"]
-        row["moments_vs_torch_moments"] = ms["torch_moments"] / ms["jax_moments"]
+        torch_moments = min(ms[n] for n in ("torch_moments", "torch_moments_compile") if n in ms)
+        row["moments_vs_torch_moments"] = torch_moments / ms["jax_moments"]
+        # Each framework at its fastest: the library's step (the moments form for the LSA)
+        # against the fastest PyTorch variant of either form, eager or compiled.
+        best = min((ms[n], n) for n in ms if n.startswith("torch"))
+        row["torch_best_ms"], row["torch_best"] = best
+        row["library_vs_best_torch"] = best[0] / ms["jax_moments"]
     if "torch_compile" in ms:
         row["vs_torch_compile"] = ms["torch_compile"] / ms["jax_direct"]
-        row["moments_vs_torch_compile"] = ms["torch_compile"] / ms["jax_moments"]
     return row
 
 
@@ -280,13 +299,16 @@ def main(argv=None) -> dict:
         "torch": "not installed: references skipped" if torch is None else "present",
         "torch_agreement_max_abs_diff": max_diff,
         "rows": rows,
+        # The issue's check: the fine-tuning step against the best PyTorch formulation, i.e.
+        # the library's step against PyTorch's fastest variant of either form. The direct form
+        # against compiled PyTorch's direct form is the like-for-like kernel comparison.
         "done_when": {
-            f"{form}_vs_torch_compile>=1.5": all(r[col] >= 1.5 for r in rows if col in r)
+            name: all(r[col] >= 1.5 for r in rows if col in r)
             if any(col in r for r in rows)
             else None
-            for form, col in (
-                ("direct", "vs_torch_compile"),
-                ("moments", "moments_vs_torch_compile"),
+            for name, col in (
+                ("library_step_vs_best_torch>=1.5", "library_vs_best_torch"),
+                ("direct_vs_torch_compile_direct>=1.5", "vs_torch_compile"),
             )
         },
         "load_average_1min": {"before": load_before, "after": load_average()},
@@ -297,8 +319,9 @@ def main(argv=None) -> dict:
         "including any one-off statistics. direct: the model over the kept set at "
         "every step (JAX `finetune_form='direct'`; PyTorch eager and `torch.compile`). moments: "
         "the library's default for the LSA, statistics once per call then O((d+1)⁴) steps, in "
-        "JAX and in PyTorch (eager). Ratios are PyTorch time over JAX time, timed back to back "
-        "in this run.",
+        "JAX and in PyTorch (eager, and with its loss and backward through `torch.compile`). "
+        "Ratios are PyTorch time over JAX time, timed back to back in this run. PyTorch's "
+        "thread count is picked on the eager direct step and used for every PyTorch variant.",
         "",
     ]
     if torch is None:
@@ -322,9 +345,20 @@ def main(argv=None) -> dict:
         markdown_table(
             rows,
             (
-                "C T d jax_moments_ms torch_moments_ms moments_vs_torch_moments "
-                "moments_vs_torch_compile moments_over_direct_speedup jax_moments_compile_s"
+                "C T d jax_moments_ms torch_moments_ms torch_moments_compile_ms "
+                "moments_vs_torch_moments moments_over_direct_speedup jax_moments_compile_s"
             ).split(),
+        )
+    )
+    md += [
+        "",
+        "The issue's check, each framework at its fastest: the library's step (moments) against "
+        "the fastest PyTorch variant of either form (`torch_best`):",
+        "",
+    ]
+    md.append(
+        markdown_table(
+            rows, "C T d jax_moments_ms torch_best_ms torch_best library_vs_best_torch".split()
         )
     )
     md += [

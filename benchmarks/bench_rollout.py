@@ -354,7 +354,7 @@ def bench_case(case, noise, floors, torch, repeats, loop_repeats, compiled_torch
     run, compile_s = compile_jax(
         jax_rollout(env, M, L, noise), params, key, compiler_options=options
     )
-    rng_floor, _ = compile_jax(jax_random_floor(env, M, L, noise), key)
+    rng_floor, _ = compile_jax(jax_random_floor(env, M, L, noise), key, compiler_options=options)
     calls = {"jax": blocking(run, params, key), "jax_random": blocking(rng_floor, key)}
     V, k = numpy_params(params)
     calls["numpy"] = lambda: numpy_full(V, k, M, L, T, d, noise)

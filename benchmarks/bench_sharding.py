@@ -33,6 +33,9 @@ import os
 import sys
 from collections import Counter
 
+#: A 2-device median speed-up counts as "faster" from here on; below it is parity.
+FASTER = 1.05
+
 
 def _force_devices(argv) -> int:
     """Set the host device count before JAX is imported; returns it."""
@@ -288,8 +291,10 @@ def main(argv=None) -> dict:
     runs = in_fresh_processes(processes, n, args.quick, repeats)
     rows = summarize(runs, n)
     rollouts = [r for r in rows if r["workload"].startswith("rollout")]
-    faster = bool(rollouts) and all(r["speedup_vs_single"] > 1.0 for r in rollouts)
-    faster_pinned = bool(rollouts) and all(r.get("speedup_pinned", 0) > 1.0 for r in rollouts)
+    # "Faster" needs a margin over the run-to-run noise of a median of a few processes: a
+    # median of 1.01 with processes on both sides of 1 is parity, not a speed-up.
+    faster = bool(rollouts) and all(r["speedup_vs_single"] >= FASTER for r in rollouts)
+    faster_pinned = bool(rollouts) and all(r.get("speedup_pinned", 0) >= FASTER for r in rollouts)
     payload = {
         "benchmark": "sharding",
         "quick": args.quick,
@@ -298,8 +303,8 @@ def main(argv=None) -> dict:
         "rows": rows,
         "processes": runs,
         "done_when": {
-            f"{n}_devices_faster_than_1_on_rollouts_process_median": faster,
-            f"{n}_devices_faster_than_1_on_rollouts_process_median_xla_threads_pinned": (
+            f"{n}_devices_faster_than_1_on_rollouts_process_median>={FASTER}": faster,
+            f"{n}_devices_faster_than_1_on_rollouts_process_median>={FASTER}_xla_threads_pinned": (
                 faster_pinned
             ),
         },
