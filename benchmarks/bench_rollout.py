@@ -1368,8 +1368,15 @@ def main(argv=None) -> dict:
     else:
         md.append(
             f"PyTorch: {torch_info['threads']} intra-op thread(s), the faster of those tried "
-            "in this run; `torch` is the better of eager and torch.compile where compile ran."
+            "in this run on the eager per-step headline; `torch` is the better of eager and "
+            "torch.compile where compile ran, which in the grid is the headline case only: "
+            "elsewhere `vs_torch` is against eager PyTorch."
         )
+    md.append(
+        f"Each grid case: {max(2, repeats // 2)} rounds of 3 calls per implementation (the "
+        f"NumPy loop: {loop_repeats} calls); the largest (M·L·T·d > 2^26): 2 rounds of 3 and "
+        "1 NumPy call. At this VM's ±25% noise a single row's floor ratio can fall below 1."
+    )
     md += [
         f"NumPy/PyTorch against JAX on the same draws: max |regret difference| {max_diff:.2g}.",
         "",
