@@ -36,7 +36,12 @@ def savefig(fig, fig_dir: Path, name: str) -> list[Path]:
 
 def script_main(compute, plot, name: str) -> None:
     """Command line of one experiment script: ``--quick``, ``--out DIR``, ``--plot-only``."""
-    from rmft_theory.reproduce import check_saved_data, default_figures_dir, write_provenance
+    from rmft_theory.reproduce import (
+        check_saved_data,
+        default_figures_dir,
+        library_sha256,
+        write_provenance,
+    )
 
     p = argparse.ArgumentParser(description=f"Regenerate {name}.")
     p.add_argument("--quick", action="store_true", help="small settings, minutes on a laptop")
@@ -54,6 +59,6 @@ def script_main(compute, plot, name: str) -> None:
         t0 = time.perf_counter()
         compute(fig_dir, args.quick)
         record = {"quick": args.quick, "compute_s": time.perf_counter() - t0}
-        write_provenance(fig_dir, name, record)
+        write_provenance(fig_dir, name, {**record, "library_sha256": library_sha256()})
     for path in plot(fig_dir):
         print(path)

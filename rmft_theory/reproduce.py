@@ -178,14 +178,9 @@ def experiment_fingerprint(script: Path, quick: bool) -> str:
 
 def write_provenance(fig_dir: Path, name: str, record: dict) -> Path:
     """Write ``<fig_dir>/<name>.provenance.json`` beside the figure's data (``units/`` is not
-    committed): ``record`` (mode, compute time, ...), the library's source hash, package
+    committed): ``record`` (mode, compute time, the library's source hash, ...), package
     versions and the git revision."""
-    provenance = {
-        "experiment": name,
-        "library_sha256": library_sha256(),
-        **record,
-        "environment": environment_info(),
-    }
+    provenance = {"experiment": name, **record, "environment": environment_info()}
     path = Path(fig_dir) / f"{name}.provenance.json"
     save_json(path, provenance)
     return path
@@ -257,12 +252,13 @@ def run_all(
         t0 = time.perf_counter()
         if recompute and units_dir(fig_dir, name).exists():
             shutil.rmtree(units_dir(fig_dir, name))
+        done = load_json(done_file) if done_file.exists() else {}
         if plot_only:
             check_saved_data(fig_dir, name)
             state = "plotted"
-        elif done_file.exists() and load_json(done_file).get("fingerprint") == want:
+        elif done.get("fingerprint") == want:
             state = "cached"
-            recorded = load_json(done_file).get("library_sha256")
+            recorded = done.get("library_sha256")
             if recorded != library:
                 which = "other" if recorded else "unrecorded (older)"
                 print(
