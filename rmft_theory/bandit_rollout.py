@@ -45,6 +45,7 @@ from rmft_theory.baselines import bandits as bb
 from rmft_theory.baselines.bandits import sample_categorical
 from rmft_theory.envs.registry import as_environment
 from rmft_theory.models.lsa import key_vector
+from rmft_theory.rollout import model_outputs
 from rmft_theory.validation import check_nonnegative, check_positive, check_positive_int
 
 ApplyFn = Callable[..., jax.Array]  # apply_fn(params, inputs_TxD) -> g_TxD
@@ -173,7 +174,7 @@ def bandit_trajectory(
     for end in block_ends(T, sampling.blocks):  # a few static blocks, each one lax.scan
 
         def step(buf_TxD, t, end=end):
-            g_D = model(params, buf_TxD[:end])[t]
+            g_D = model_outputs(model, params, buf_TxD[:end])[t]
             a_t, p_D, r_t, x_D = _play(key, t, g_D, rewards_TxD, sampling)
             return buf_TxD.at[t].set(x_D), (a_t, p_D, x_D, r_t)
 
@@ -191,7 +192,7 @@ def teacher_forced_probabilities(
     By causality this equals the ``probs`` recorded during :func:`bandit_trajectory`; it is what
     the cross-entropy fine-tuning of the regret filter differentiates.
     """
-    g_TxD = apply_fn(params, inputs_TxD)
+    g_TxD = model_outputs(apply_fn, params, inputs_TxD)
     return action_probabilities(g_TxD, sampling.temperature, sampling.mix)
 
 
@@ -301,7 +302,7 @@ def as_bandit_algorithm(
     check_positive_int("horizon", horizon)
 
     def probs(state: ModelBanditState) -> jax.Array:
-        g_D = apply_fn(params, state.inputs)[state.t]
+        g_D = model_outputs(apply_fn, params, state.inputs)[state.t]
         return action_probabilities(
             g_D.astype(state.inputs.dtype), sampling.temperature, sampling.mix
         )

@@ -95,10 +95,31 @@ def load_checkpoint(directory, template):
 
 
 def run_fingerprint(env, settings, seeds, params) -> dict:
-    """What a training run's checkpoint must match to be resumed: the environment, the
-    settings, the seeds and the parameter shapes, as JSON."""
+    """What a training run's checkpoint must match to be resumed: the environment (its kind,
+    :func:`env_kind`, and its options), the settings, the seeds and the parameter shapes, as
+    JSON."""
     shapes = [list(np.shape(x)) for x in jax.tree_util.tree_leaves(params)]
-    return to_jsonable({"env": env, "config": settings, "seeds": seeds, "param_shapes": shapes})
+    return to_jsonable(
+        {
+            "env_kind": env_kind(env),
+            "env": env,
+            "config": settings,
+            "seeds": seeds,
+            "param_shapes": shapes,
+        }
+    )
+
+
+def env_kind(env) -> str:
+    """The environment's registered name, or ``module.QualifiedName`` of an unregistered class:
+    two environment classes with the same options are different runs. The plain and the
+    registry's Gaussian environment are both ``"gaussian-fol"``."""
+    from rmft_theory.envs.registry import env_name  # deferred: envs import validation only
+
+    try:
+        return env_name(env)
+    except ValueError:
+        return f"{type(env).__module__}.{type(env).__qualname__}"
 
 
 def check_resumable(directory, fingerprint: dict, free: tuple[str, ...] = ()) -> None:
@@ -111,6 +132,8 @@ def check_resumable(directory, fingerprint: dict, free: tuple[str, ...] = ()) ->
         fp = to_jsonable(fp)
         if isinstance(fp, dict) and isinstance(fp.get("config"), dict):
             fp = {**fp, "config": {k: v for k, v in fp["config"].items() if k not in free}}
+        if isinstance(fp, dict) and "env_kind" not in saved_keys:
+            fp = {k: v for k, v in fp.items() if k != "env_kind"}  # saved before it counted
         env = fp.get("env") if isinstance(fp, dict) else None
         if isinstance(env, dict) and env.get("mean_kind") in ("zero", "fixed"):
             # GaussianFOL once ignored mean_scale unless mean_kind was "random" (rmft
@@ -119,6 +142,7 @@ def check_resumable(directory, fingerprint: dict, free: tuple[str, ...] = ()) ->
         return fp
 
     saved = load_json(Path(directory) / META_FILE).get("fingerprint")
+    saved_keys = saved if isinstance(saved, dict) else {}
     differ = json_differences(settings(saved), settings(fingerprint))
     if differ:
         raise ValueError(

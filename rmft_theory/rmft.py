@@ -50,6 +50,7 @@ from rmft_theory.checkpoint import (
     save_record,
 )
 from rmft_theory.envs.gaussian import GaussianFOL
+from rmft_theory.envs.registry import is_gaussian_fol
 from rmft_theory.io import load_json, to_jsonable
 from rmft_theory.keys import Seeds
 from rmft_theory.models import make_model
@@ -269,12 +270,13 @@ def _loss_fn(name: str):
 def apply_function(model) -> Callable:
     """``apply_fn(params, rewards_TxD)`` for a flax Module, or ``model`` itself if callable.
 
-    The single-layer LSA module (exactly that class) maps to
-    :func:`rmft_theory.models.lsa_apply`, the function its ``apply`` runs, so that
-    :func:`finetune` can use its moments form.
+    A module whose class (exactly that class: a subclass may change ``__call__``) is in
+    :data:`MODULE_APPLY_FUNCTIONS` maps to its registered function, the single-layer LSA to
+    :func:`rmft_theory.models.lsa_apply`, so that :func:`finetune` finds its moments form
+    (:func:`register_moments_form`).
     """
-    if type(model) is LinearSelfAttention:  # not subclasses: they may change __call__
-        return lsa_apply
+    if type(model) in MODULE_APPLY_FUNCTIONS:
+        return MODULE_APPLY_FUNCTIONS[type(model)]
     if isinstance(model, nn.Module):
         return lambda params, rewards_TxD: model.apply({"params": params}, rewards_TxD)
     if callable(model):
@@ -305,12 +307,38 @@ def init_state(params, env: GaussianFOL, config: FilterConfig, seeds: Seeds) -> 
 
 
 # Models whose MSE fine-tuning loss has a sufficient-statistics form: apply_fn -> (moments_fn,
-# loss_fn) with moments_fn(rewards_CxTxD, targets_CxTxD, weights_C, total) -> stats computed once
-# per fine-tuning call, and loss_fn(params, stats) equal to the direct weighted MSE. Add an entry
-# to give another model the fast path (see rmft_theory/models/lsa_moments.py).
+# loss_fn) (register_moments_form; see rmft_theory/models/lsa_moments.py).
 MSE_MOMENT_FORMS: dict[Callable, tuple[Callable, Callable]] = {
     lsa_apply: (mse_moments, mse_loss_from_moments),
 }
+
+# Module classes whose apply_function is a registered function rather than a fresh closure, so
+# that the filter finds their MSE_MOMENT_FORMS entry (register_moments_form).
+MODULE_APPLY_FUNCTIONS: dict[type, Callable] = {LinearSelfAttention: lsa_apply}
+
+
+def register_moments_form(
+    apply_fn: Callable, moments_fn: Callable, loss_fn: Callable, module: type | None = None
+) -> None:
+    """Give a model the sufficient-statistics fine-tuning form (``finetune_form="moments"``).
+
+    ``moments_fn(rewards_CxTxD, targets_CxTxD, weights_C, total) -> stats`` (a pytree that is a
+    sum over the C kept tasks, so that it can be summed across devices) is computed once per
+    fine-tuning call; ``loss_fn(params, stats)`` must equal the direct weighted MSE
+    ``Σ_c w_c mse(apply_fn(params, R_c), π̄_c) / total``. With ``module`` (a flax module class),
+    :func:`apply_function` maps every instance of exactly that class to ``apply_fn``, which must
+    then equal ``instance.apply({"params": params}, R)`` for every instance (the filter and the
+    ``rmft`` commands build modules, so this is how a registered model gets the form there).
+    ``tests/test_lsa_moments.py`` shows the checks such a form needs.
+    """
+    for name, fn in (("apply_fn", apply_fn), ("moments_fn", moments_fn), ("loss_fn", loss_fn)):
+        if not callable(fn):
+            raise ValueError(f"{name} must be callable, got {fn!r}")
+    if module is not None:
+        if not (isinstance(module, type) and issubclass(module, nn.Module)):
+            raise ValueError(f"module must be a flax Module class, got {module!r}")
+        MODULE_APPLY_FUNCTIONS[module] = apply_fn
+    MSE_MOMENT_FORMS[apply_fn] = (moments_fn, loss_fn)
 
 
 def finetune_form(apply_fn: Callable, config: FilterConfig) -> str:
@@ -319,7 +347,8 @@ def finetune_form(apply_fn: Callable, config: FilterConfig) -> str:
     if config.finetune_form == "moments" and not available:
         raise ValueError(
             "finetune_form='moments' needs loss='mse' and a model with a moments form "
-            f"(MSE_MOMENT_FORMS: the single-layer LSA); got loss={config.loss!r} and {apply_fn!r}"
+            "(the single-layer LSA, or one given by register_moments_form); "
+            f"got loss={config.loss!r} and {apply_fn!r}"
         )
     if config.finetune_form == "auto":
         return "moments" if available else "direct"
@@ -626,9 +655,10 @@ def reference_curves(
     """Held-out cumulative regret curves (N, T) of the baselines, and their tuned constants.
 
     Ball: FTRL at ``W*`` (THEORY §3, the Gaussian closed form; ``η* I`` for isotropic rewards)
-    for a :class:`GaussianFOL`, FTRL at its best isotropic η for any other full-information
-    environment; and follow-the-leader. Simplex: Hedge at its best η and follow-the-leader.
-    Best η: :func:`tune_eta` on separate tasks drawn from ``key_tune``.
+    for the built-in :class:`GaussianFOL` (:func:`~rmft_theory.envs.is_gaussian_fol`; not a
+    subclass, which may change the rewards), FTRL at its best isotropic η for any other
+    full-information environment; and follow-the-leader. Simplex: Hedge at its best η and
+    follow-the-leader. Best η: :func:`tune_eta` on separate tasks drawn from ``key_tune``.
 
     Two cautions of THEORY §3 for :class:`GaussianFOL`. ``W*`` is the zero-mean closed form: with
     random or fixed task means a larger η lowers regret, so follow-the-leader (always returned)
@@ -643,7 +673,7 @@ def reference_curves(
     def tuning_tasks():
         return heldout_rewards(env, heldout_NxTxD.shape[0], key_tune)
 
-    if space == "ball" and isinstance(env, GaussianFOL):
+    if space == "ball" and is_gaussian_fol(env):
         W_star = ftrl_weights(env.cov_matrix, env.horizon, radius)
         info["W_star"] = W_star
         runs = {"ftrl_eta_star": ("ftrl", jnp.asarray(W_star, dtype))}
@@ -786,10 +816,17 @@ def run_filter(
     if not 0 <= stop <= config.iterations:
         raise ValueError(f"stop_after must lie in [0, iterations={config.iterations}], got {stop}")
     exploration = config.exploration
-    if getattr(env, "feedback", "full") == "bandit":
+    bandit = getattr(env, "feedback", "full") == "bandit"
+    if bandit:
         from rmft_theory import bandit_filter  # deferred: bandit_filter imports this module
 
         bandit_filter.check_config(config)
+    fingerprint = _fingerprint(env, config, seeds, params, mesh)
+    resuming = checkpoint_dir is not None and has_checkpoint(checkpoint_dir)
+    if resuming:  # before any work: another run's checkpoint is refused at once
+        check_same_mesh(checkpoint_dir, mesh)
+        check_resumable(checkpoint_dir, fingerprint, resume_free_fields(config))
+    if bandit:
         heldout = bandit_filter.heldout_tasks(env, config.heldout_tasks, seeds.key("heldout"))
         ref_curves, ref_info = bandit_filter.reference_curves(env, heldout)
         make_eval = bandit_filter.make_evaluate
@@ -807,12 +844,9 @@ def run_filter(
     base = to_jsonable(evaluate(params, heldout))
 
     state = init_state(params, env, config, seeds)
-    fingerprint = _fingerprint(env, config, seeds, params, mesh)
     history: list[dict] = []
     compile_s = 0.0
-    if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
-        check_same_mesh(checkpoint_dir, mesh)
-        check_resumable(checkpoint_dir, fingerprint, resume_free_fields(config))
+    if resuming:
         state, meta = load_checkpoint(checkpoint_dir, state)
         compile_s = float(meta.get("compile_s") or 0.0)
         if "history" in meta:

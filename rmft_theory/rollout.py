@@ -24,6 +24,7 @@ PRNG were chosen by measurement (benchmarks/bench_rollout.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -226,16 +227,25 @@ def _collapsed_earned(
 
 
 def model_outputs(apply_fn: ApplyFn, params, rewards_TxD: jax.Array) -> jax.Array:
-    """``g = apply_fn(params, R)`` for one task, checking that it has the rewards' (T, d) shape."""
+    """``g = apply_fn(params, R)`` for one task, checking that it is a floating-point array of
+    the rewards' (T, d) shape (at trace time: it costs nothing under ``jit``). A model's (T, 1)
+    or integer outputs would otherwise broadcast or give zero gradients without an error."""
     if rewards_TxD.ndim != 2:
         raise ValueError(f"rewards must have shape (T, d) per task, got {tuple(rewards_TxD.shape)}")
     g_TxD = apply_fn(params, rewards_TxD)
-    if g_TxD.shape != rewards_TxD.shape:
+    shape, dtype = getattr(g_TxD, "shape", None), getattr(g_TxD, "dtype", None)
+    if shape != rewards_TxD.shape:
         raise ValueError(
-            f"model outputs must have the rewards' shape {tuple(rewards_TxD.shape)}, "
-            f"got {tuple(g_TxD.shape)}"
+            f"model outputs must have the rewards' shape {tuple(rewards_TxD.shape)}, got {shape}"
         )
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"model outputs must be floating point, got dtype {dtype}")
     return g_TxD
+
+
+def checked_apply(apply_fn: ApplyFn) -> ApplyFn:
+    """``apply_fn`` with every call's outputs checked by :func:`model_outputs`."""
+    return functools.partial(model_outputs, apply_fn)
 
 
 class TaskRollout(NamedTuple):

@@ -23,7 +23,8 @@ import numpy as np
 
 from rmft_theory.checkpoint import META_FILE, has_checkpoint, load_checkpoint, save_checkpoint
 from rmft_theory.envs.gaussian import GaussianFOL
-from rmft_theory.envs.registry import ENVS, as_environment, make_env
+from rmft_theory.envs.processes import GaussianFOLEnv
+from rmft_theory.envs.registry import ENVS, as_environment, is_gaussian_fol, make_env
 from rmft_theory.io import (
     environment_info,
     json_differences,
@@ -34,7 +35,7 @@ from rmft_theory.io import (
 )
 from rmft_theory.keys import Seeds
 from rmft_theory.models.heads import policy_head
-from rmft_theory.models.registry import MODELS, make_model
+from rmft_theory.models.registry import MODELS, check_causal, make_model
 from rmft_theory.rmft import (
     FilterConfig,
     check_same_mesh,
@@ -42,18 +43,13 @@ from rmft_theory.rmft import (
     resume_free_fields,
     run_filter,
 )
+from rmft_theory.rollout import model_outputs
 from rmft_theory.spaces import project
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import DirectTrainConfig, check_full_information, train_direct
 from rmft_theory.validation import check_choice
 
 METHODS = ("direct", "filter")
-
-
-# The reward dimension a ModelSpec is test-built with when it is constructed, before an
-# environment fixes d: no registered model's option checks depend on d (TrainRunConfig builds
-# the model again with its environment's d).
-PROBE_D = 2
 
 
 def _model_option_names(factory) -> set[str] | None:
@@ -70,19 +66,30 @@ def _model_option_names(factory) -> set[str] | None:
     return {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL} - {"d"}
 
 
+def check_registered(name: str, value: str, registry: dict) -> None:
+    """A ValueError naming ``name`` unless ``value`` is registered, saying how plugins are."""
+    if value not in registry:
+        raise ValueError(
+            f"{name} must be one of {sorted(registry)}, got {value!r} (one registered in your "
+            "own module: import it first, or `rmft --import MODULE ...` on the command line)"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A registered model and its constructor options (validated by building the module).
+    """A registered model and its constructor options.
 
-    Construction checks the option names against the model's and builds the flax module for
-    ``PROBE_D`` (no parameters are initialised), so the model's own checks run on the options.
+    Construction checks the model name and the option names. The option values are checked
+    by the model itself when :meth:`build` makes it for a reward dimension d, which
+    :class:`TrainRunConfig` does on construction with its environment's d (a model may check
+    an option against d, e.g. heads dividing d).
     """
 
     name: str = "lsa"
     options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        check_choice("model.name", self.name, sorted(MODELS))
+        check_registered("model.name", self.name, MODELS)
         if not isinstance(self.options, dict):
             raise ValueError(f"model.options must be a table/mapping, got {self.options!r}")
         if "d" in self.options:
@@ -95,7 +102,6 @@ class ModelSpec:
                     f"model.options: unknown option(s) {unknown} for model {self.name!r}; "
                     f"allowed options are {sorted(allowed)}"
                 )
-        self.build(PROBE_D)
 
     def build(self, d: int):
         """The flax module for reward dimension ``d``."""
@@ -115,7 +121,7 @@ class EnvSpec:
     options: dict = dataclasses.field(default_factory=lambda: {"d": 5, "horizon": 50})
 
     def __post_init__(self):
-        check_choice("env.name", self.name, sorted(ENVS))
+        check_registered("env.name", self.name, ENVS)
         self.build()
 
     def build(self):
@@ -161,8 +167,10 @@ class TrainRunConfig:
 
 
 def _plain(env):
-    """The Gaussian registry environment as the plain :class:`GaussianFOL` the trainers take."""
-    if isinstance(env, GaussianFOL) and type(env) is not GaussianFOL:
+    """The registry's ``gaussian-fol`` (:class:`GaussianFOLEnv`) as the plain :class:`GaussianFOL`
+    the trainers take; any other environment, a subclass of either included, as it is (a
+    plugin's subclass keeps its own fields and methods)."""
+    if type(env) is GaussianFOLEnv:
         return GaussianFOL(
             **{f.name: getattr(env, f.name) for f in dataclasses.fields(GaussianFOL)}
         )
@@ -179,9 +187,13 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False, mesh=No
     check_devices(config, env, mesh)
     model = config.model.build(env.d)
     seeds = Seeds.from_seed(config.seed)
+    if not MODELS[config.model.name].__module__.startswith("rmft_theory."):
+        # A plugin model (the shipped ones are checked by the test suite): seconds, once. A
+        # fixed key of its own: the check is not part of the run and takes none of its streams.
+        check_causal(model, env.horizon, env.d, jax.random.key(0), f"model {config.model.name!r}")
     check_resumable_config(out, config, mesh)
     save_json(out / "config.json", config)
-    lsa_gaussian = config.model.name == "lsa" and isinstance(env, GaussianFOL)
+    lsa_gaussian = config.model.name == "lsa" and is_gaussian_fol(env)
     W_star = None
     if lsa_gaussian and env.mean_kind == "zero":
         W_star = ftrl_weights(env.cov_matrix, env.horizon, config.space[1])
@@ -375,9 +387,13 @@ def load_model(path: Path, d: int | None = None):
     try:
         params, _ = load_checkpoint(model_dir, template)
     except ValueError as err:
-        raise ValueError(
-            f"model {spec.name!r} saved for d={meta['d']} cannot run with d={d}: {err}"
-        ) from None
+        why = (
+            f"saved for d={meta['d']} cannot run with d={d}"
+            if d != meta["d"]
+            else "does not match the parameters saved under its name (was the model changed "
+            "since, or is another model registered under this name?)"
+        )
+        raise ValueError(f"model {spec.name!r} {why}: {err}") from None
     return module, params, meta
 
 
@@ -409,7 +425,7 @@ def load_model_policy(path, env, space: str | None = None, mix: float | None = N
     temperature = float(meta["temperature"])
 
     def apply_fn(p, rewards_TxD):
-        return module.apply({"params": p}, rewards_TxD)
+        return model_outputs(lambda q, r: module.apply({"params": q}, r), p, rewards_TxD)
 
     if env.feedback != "full":
         gamma = float(meta.get("uniform_mix", 0.0) if mix is None else mix)

@@ -9,6 +9,7 @@ import numpy as np
 from rmft_theory.analysis import invariant_report, policy_distance
 from rmft_theory.baselines import ftrl_policies
 from rmft_theory.envs.gaussian import GaussianFOL
+from rmft_theory.envs.registry import is_gaussian_fol
 from rmft_theory.keys import Seeds
 from rmft_theory.models import invariants, make_model
 from rmft_theory.spaces import project_ball
@@ -48,6 +49,11 @@ def train_theory(
     drift_rel, loss). With ``checkpoint_dir`` the training checkpoints every chunk of steps and
     resumes from there (:func:`rmft_theory.train.train_direct`).
     """
+    if not is_gaussian_fol(env):
+        raise ValueError(
+            "env must be the built-in GaussianFOL, whose W* closed form the theory path "
+            f"measures against, got {type(env).__name__} (train others with train_direct)"
+        )
     W_star = ftrl_weights(env.cov_matrix, env.horizon, config.radius)
     W_star_j = jnp.asarray(W_star, dtype=jnp.result_type(float))
     scale = env.reward_scale

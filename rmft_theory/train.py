@@ -32,6 +32,7 @@ from rmft_theory.envs.gaussian import GaussianFOL
 from rmft_theory.keys import Seeds
 from rmft_theory.objectives import OBJECTIVES, objective_fn
 from rmft_theory.progress import Progress, Timings, check_same_metrics, run_chunks
+from rmft_theory.rollout import checked_apply
 from rmft_theory.validation import check_choice, check_positive, check_positive_int
 
 OPTIMIZERS = ("adam", "sgd")
@@ -252,7 +253,7 @@ def train_direct(
     nothing left to compile) and the run time (with a checkpoint, summed over every chunk,
     resumed ones included).
     """
-    apply_fn = lambda params, r: model.apply({"params": params}, r)  # noqa: E731
+    apply_fn = checked_apply(lambda params, r: model.apply({"params": params}, r))
     progress = Progress(
         config.steps, f"train {config.objective}", quiet=quiet, every=max(config.chunk // 10, 1)
     )

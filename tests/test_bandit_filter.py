@@ -168,6 +168,18 @@ def test_model_as_a_bandit_algorithm_plays_the_trajectory_arms():
     np.testing.assert_array_equal(trace.rewards, traj.observed)
 
 
+def test_bandit_rollouts_check_the_model_outputs():
+    # A (T, 1) model would play "always arm 0" and report a regret without an error.
+    _, r = _table(10, T=12)
+    sampling = BanditSampling(mix=0.1)
+    narrow = lambda p, x: lsa_apply(p, x)[:, :1]  # noqa: E731
+    params = _random_lsa(9, scale=0.2)
+    with pytest.raises(ValueError, match=r"^model outputs must have the rewards' shape"):
+        bandit_trajectory(narrow, params, r, jax.random.key(0), sampling)
+    with pytest.raises(ValueError, match=r"^model outputs must have the rewards' shape"):
+        bb.run_bandit(as_bandit_algorithm(narrow, params, 12, sampling), jax.random.key(0), r)
+
+
 def test_block_ends_cover_the_horizon():
     assert block_ends(10, 1) == (10,)
     assert block_ends(10, 4) == (3, 5, 8, 10)

@@ -269,3 +269,37 @@ def test_bandit_filter_run_evaluates_on_its_bandit(tmp_path):
     assert result["metrics"]["uniform_regret"] == pytest.approx(uniform, rel=1e-6)
     assert 0.0 <= result["mean_regret"]
     assert result["mean_regret"] + 5 * result["se_regret"] < uniform
+
+
+def test_a_plugin_subclass_of_the_gaussian_env_keeps_its_rewards():
+    # rmft train hands the registry's gaussian-fol to the trainers as the plain GaussianFOL, but a
+    # plugin's subclass must keep its own fields and methods (and gets no Gaussian W*).
+    import dataclasses
+
+    from rmft_theory.envs import GaussianFOL, GaussianFOLEnv, is_gaussian_fol
+    from rmft_theory.runs import _plain
+
+    @dataclasses.dataclass(frozen=True)
+    class Louder(GaussianFOLEnv):
+        gain: float = 100.0
+
+        def sample_rewards(self, key, task):
+            return self.gain * super().sample_rewards(key, task)
+
+    louder = Louder(d=2, horizon=3)
+    assert _plain(louder) is louder and not is_gaussian_fol(_plain(louder))
+    builtin = GaussianFOLEnv(d=2, horizon=3)
+    assert type(_plain(builtin)) is GaussianFOL and _plain(builtin) == GaussianFOL(d=2, horizon=3)
+
+
+def test_a_changed_model_says_so_when_its_saved_parameters_do_not_fit(tmp_path, monkeypatch):
+    from rmft_theory.models.registry import MODELS
+
+    out = tmp_path / "run"
+    assert main(["train", *TINY_DIRECT, "--out", str(out)]) == 0
+    # The same name now builds another model (edited since, or another plugin's).
+    monkeypatch.setitem(MODELS, "lsa", MODELS["linear-attention"])
+    with pytest.raises(ValueError, match=r"model 'lsa' does not match the parameters saved"):
+        load_model(out)
+    with pytest.raises(ValueError, match=r"model 'lsa' saved for d=2 cannot run with d=3"):
+        load_model(out, 3)

@@ -3,12 +3,13 @@
 import dataclasses
 from pathlib import Path
 
+import flax.linen as nn
 import pytest
 
 from rmft_theory.cli import main
 from rmft_theory.config import apply_overrides, from_dict, load, load_file, parse_override
 from rmft_theory.envs import GaussianFOL
-from rmft_theory.runs import ModelSpec, TrainRunConfig
+from rmft_theory.runs import EnvSpec, ModelSpec, TrainRunConfig
 from rmft_theory.train import DirectTrainConfig
 
 
@@ -148,10 +149,39 @@ def test_valid_model_options_are_accepted():
 
 
 def test_model_spec_validates_on_construction():
+    # Names when the spec is made; values when a run config builds the model for its env's d.
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['dpeth'\]"):
         ModelSpec("linear-attention", {"dpeth": 2})
     with pytest.raises(ValueError, match=r"model\.options: width must be an integer >= 1"):
-        ModelSpec("transformer", {"width": 0})
+        TrainRunConfig(model=ModelSpec("transformer", {"width": 0}))
+    with pytest.raises(ValueError, match=r"model\.name must be one of .*rmft --import MODULE"):
+        ModelSpec("my-model")
+
+
+def test_model_options_may_depend_on_d(monkeypatch):
+    # A plugin model that checks an option against d (heads dividing d) is built only with the
+    # environment's d, never a stand-in.
+    from rmft_theory.models.registry import MODELS
+
+    class Headed(nn.Module):
+        d: int
+        heads: int = 1
+
+        def __post_init__(self):
+            if self.d % self.heads:
+                raise ValueError(f"heads ({self.heads}) must divide d ({self.d})")
+            super().__post_init__()
+
+        @nn.compact
+        def __call__(self, rewards_TxD):
+            return rewards_TxD
+
+    monkeypatch.setitem(MODELS, "headed", Headed)
+    spec = ModelSpec("headed", {"heads": 3})
+    env = EnvSpec("gaussian-fol", {"d": 6, "horizon": 5})
+    assert TrainRunConfig(model=spec, env=env).model.build(6).heads == 3
+    with pytest.raises(ValueError, match=r"model\.options: heads \(3\) must divide d \(4\)"):
+        TrainRunConfig(model=spec, env=EnvSpec("gaussian-fol", {"d": 4, "horizon": 5}))
 
 
 def test_the_shipped_configs_still_load():

@@ -254,3 +254,30 @@ def test_subclasses_of_the_lsa_keep_their_own_apply():
     np.testing.assert_array_equal(
         apply_fn(params, rewards), module.apply({"params": params}, rewards)
     )
+
+
+def test_a_registered_module_class_gets_its_moments_form(monkeypatch):
+    # A plugin model (here an LSA subclass with the same __call__, so that the LSA's moments
+    # are its own) registers its apply function and moments form with its class; modules the
+    # filter and the rmft commands build then fine-tune in the moments form.
+    from rmft_theory import rmft
+
+    monkeypatch.setattr(rmft, "MSE_MOMENT_FORMS", dict(rmft.MSE_MOMENT_FORMS))
+    monkeypatch.setattr(rmft, "MODULE_APPLY_FUNCTIONS", dict(rmft.MODULE_APPLY_FUNCTIONS))
+
+    class Plugin(LinearSelfAttention):
+        pass
+
+    def plugin_apply(params, rewards_TxD):
+        return lsa_apply(params, rewards_TxD)
+
+    module = Plugin(d=2)
+    assert finetune_form(apply_function(module), FilterConfig()) == "direct"
+    rmft.register_moments_form(plugin_apply, mse_moments, mse_loss_from_moments, module=Plugin)
+    assert apply_function(module) is plugin_apply
+    assert finetune_form(apply_function(module), FilterConfig()) == "moments"
+    assert apply_function(Plugin(d=3)) is plugin_apply  # every instance of the class
+    with pytest.raises(ValueError, match="module must be a flax Module class"):
+        rmft.register_moments_form(plugin_apply, mse_moments, mse_loss_from_moments, module=1)
+    with pytest.raises(ValueError, match="loss_fn must be callable"):
+        rmft.register_moments_form(plugin_apply, mse_moments, None)

@@ -4,7 +4,9 @@ Monte-Carlo checks compare a sample statistic with its definition within 5 stand
 (SE stated at each check); with the fixed seeds below each check is deterministic.
 """
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -97,7 +99,99 @@ def test_make_env_errors_name_the_option():
     with pytest.raises(ValueError, match="freq_low must be <= freq_high"):
         make_env("sine-fol", horizon=5, d=2, freq_low=3.0, freq_high=1.0)
     with pytest.raises(ValueError, match="already registered"):
-        registry.register_env("sine-fol", ENVS["sine-fol"])
+        registry.register_env("sine-fol", ENVS["linear-trend-fol"])
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyFOL:
+    """A plugin-style environment whose methods' outputs the tests below vary."""
+
+    d: int
+    horizon: int
+    shift: tuple = ()
+    out: str = "ok"
+    feedback: ClassVar[str] = "full"
+    stationary: ClassVar[bool] = True
+    reward_range = (-float("inf"), float("inf"))
+    reward_scale = 1.0
+
+    def sample_task(self, key):
+        return jnp.zeros(self.d)
+
+    def mean_rewards(self, task):
+        if self.out == "transposed":
+            return jnp.zeros((self.d, self.horizon))
+        return jnp.broadcast_to(task, (self.horizon, self.d))
+
+    def sample_rewards(self, key, task):
+        if self.out == "int":
+            return jnp.zeros((self.horizon, self.d), jnp.int32)
+        return task[None] + jax.random.normal(key, (self.horizon, self.d))
+
+
+@pytest.fixture
+def toy_registered():
+    """``toy-fol`` registered for one test, then removed."""
+    registry.register_env("toy-fol", registry.EnvEntry(ToyFOL, "test env"))
+    yield
+    ENVS.pop("toy-fol", None)
+
+
+def test_registration_is_validated_and_names_what_does_not_fit():
+    with pytest.raises(ValueError, match=r"takes an EnvEntry"):
+        registry.register_env("bad", ToyFOL)  # the class, not an EnvEntry
+    with pytest.raises(ValueError, match=r"EnvEntry.cls must be a dataclass"):
+        registry.register_env("bad", registry.EnvEntry(object, "x"))
+
+    @dataclasses.dataclass(frozen=True)
+    class Typo(ToyFOL):
+        feedback: ClassVar[str] = "Bandit"
+
+    with pytest.raises(ValueError, match=r"Typo.feedback must be one of \('full', 'bandit'\)"):
+        registry.register_env("bad", registry.EnvEntry(Typo, "x"))
+
+    @dataclasses.dataclass(frozen=True)
+    class NoHorizon:
+        d: int
+
+    with pytest.raises(ValueError, match=r"NoHorizon has no \['horizon', 'sample_task'"):
+        registry.register_env("bad", registry.EnvEntry(NoHorizon, "x"))
+    assert "bad" not in ENVS
+
+
+def test_the_same_class_may_register_its_name_again(toy_registered):
+    # Re-running a notebook cell or importlib.reload registers the same class again.
+    registry.register_env("toy-fol", registry.EnvEntry(ToyFOL, "again"))
+    assert ENVS["toy-fol"].summary == "again"
+
+
+def test_make_env_makes_list_options_hashable(toy_registered):
+    # TOML and --set give vector options as lists; jit takes the env as a static argument.
+    env = make_env("toy-fol", d=2, horizon=3, shift=[1.0, [2.0, 3.0]])
+    assert env.shift == (1.0, (2.0, 3.0))
+    hash(env)
+
+
+def test_make_env_checks_the_methods_output_shapes_and_dtypes(toy_registered):
+    with pytest.raises(ValueError, match=r"'toy-fol': mean_rewards must return .* \(3, 2\)"):
+        make_env("toy-fol", d=2, horizon=3, out="transposed")
+    with pytest.raises(ValueError, match=r"'toy-fol': sample_rewards must return a floating"):
+        make_env("toy-fol", d=2, horizon=3, out="int")
+    with pytest.raises(ValueError, match=r"must be hashable"):
+        registry.check_environment(ToyFOL(d=2, horizon=3, shift=[1.0]), "toy-fol")
+
+
+def test_only_the_builtin_gaussian_env_gets_its_closed_forms():
+    @dataclasses.dataclass(frozen=True)
+    class Louder(GaussianFOLEnv):
+        def sample_rewards(self, key, task):
+            return 100.0 * super().sample_rewards(key, task)
+
+    plain = GaussianFOL(d=2, horizon=3)
+    assert registry.is_gaussian_fol(plain) and registry.is_gaussian_fol(as_environment(plain))
+    assert not registry.is_gaussian_fol(Louder(d=2, horizon=3))
+    with pytest.raises(ValueError, match="Louder is not registered"):
+        env_name(Louder(d=2, horizon=3))  # not taken for the plain Gaussian env
 
 
 def test_d_is_inferred_from_a_fixed_vector():

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from rmft_theory.baselines import ftrl_policies, hedge_policies
 from rmft_theory.checkpoint import load_checkpoint, save_checkpoint
-from rmft_theory.envs import GaussianFOL
+from rmft_theory.envs import GaussianFOL, GaussianFOLEnv
 from rmft_theory.envs.registry import ENVS, make_env
 from rmft_theory.keys import Seeds
 from rmft_theory.models import lsa_apply, make_model, params_from_weights
@@ -285,6 +285,29 @@ def test_checkpoints_that_recorded_an_unused_mean_scale_still_resume(tmp_path):
     random = GaussianFOL(d=ENV.d, horizon=ENV.horizon, mean_kind="random", mean_scale=0.3)
     with pytest.raises(ValueError, match="env"):
         run_filter(model, random, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
+
+
+def test_a_checkpoint_resumes_only_on_its_own_kind_of_environment(tmp_path):
+    # Two environment classes with the same options are different runs; checkpoints written
+    # before the kind counted still resume.
+    seeds, model = Seeds.from_seed(7), make_model("lsa", ENV.d)
+    run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, stop_after=1, quiet=True)
+    meta_path = tmp_path / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["fingerprint"]["env_kind"] == "gaussian-fol"
+
+    @dataclasses.dataclass(frozen=True)
+    class Louder(GaussianFOLEnv):
+        def sample_rewards(self, key, task):
+            return 2.0 * super().sample_rewards(key, task)
+
+    louder = Louder(**{f.name: getattr(ENV, f.name) for f in dataclasses.fields(GaussianFOL)})
+    with pytest.raises(ValueError, match=r"different settings \(env_kind\)"):
+        run_filter(model, louder, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
+    del meta["fingerprint"]["env_kind"]
+    meta_path.write_text(json.dumps(meta))
+    run = run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
+    assert int(run.state.iteration) == TINY.iterations
 
 
 def test_history_is_written_once_per_iteration_and_old_checkpoints_still_resume(tmp_path):

@@ -201,6 +201,8 @@ def test_rollout_errors_name_the_parameter():
         rollout(linear_model, PARAMS, REWARDS[:, :0], key, e, L)
     with pytest.raises(ValueError, match=r"^model outputs must have the rewards' shape"):
         rollout(lambda p, r: r[:, :2], PARAMS, REWARDS, key, e, L)
+    with pytest.raises(ValueError, match=r"^model outputs must be floating point, got dtype int"):
+        rollout(lambda p, r: r.astype(jnp.int32), PARAMS, REWARDS, key, e, L)
     with pytest.raises(ValueError, match=r"^horizon must"):
         GaussianFOL(d=D, horizon=0)
 

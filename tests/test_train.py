@@ -4,6 +4,7 @@ import dataclasses
 import json
 from typing import ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -189,6 +190,23 @@ class Undeclared:
         return task[None, :] + jax.random.exponential(key, (self.horizon, self.d)) - 1.0
 
 
+class WrongShape(nn.Module):
+    """A plugin model that returns (T, 1) instead of (T, d): it would broadcast silently."""
+
+    d: int
+
+    @nn.compact
+    def __call__(self, rewards_TxD):
+        w = self.param("w", nn.initializers.constant(0.1), (1,))
+        return jnp.sum(jnp.cumsum(rewards_TxD, 0) - rewards_TxD, -1, keepdims=True) * w[0]
+
+
+def test_direct_training_checks_the_model_outputs():
+    config = DirectTrainConfig(steps=2, chunk=1, batch_size=4)
+    with pytest.raises(ValueError, match=r"model outputs must have the rewards' shape \(10, 2\)"):
+        train_direct(WrongShape(d=2), ENV, config, Seeds.from_seed(0), quiet=True)
+
+
 def test_objectives_at_the_closed_form():
     # At the FTRL parameters, the imitation loss on a sequence equals a hand computation.
     W = 0.2 * jnp.eye(2)
@@ -225,3 +243,9 @@ def test_w_star_target_is_the_theory_one():
 def test_config_errors_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         DirectTrainConfig(**kwargs)
+
+
+def test_the_theory_path_takes_the_gaussian_env_only():
+    # W* is the Gaussian closed form (THEORY §3): other environments have none to measure against.
+    with pytest.raises(ValueError, match=r"^env must be the built-in GaussianFOL.*BernoulliFOL"):
+        train_theory(make_env("bernoulli-fol", d=2, horizon=5), DirectTrainConfig(), Seeds())

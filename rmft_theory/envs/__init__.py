@@ -15,7 +15,15 @@ from rmft_theory.envs.processes import (
     LinearTrendFOL,
     SineFOL,
 )
-from rmft_theory.envs.registry import ENVS, Environment, as_environment, env_name, make_env
+from rmft_theory.envs.registry import (
+    ENVS,
+    Environment,
+    as_environment,
+    check_environment,
+    env_name,
+    is_gaussian_fol,
+    make_env,
+)
 
 __all__ = [
     "ENVS",
@@ -32,7 +40,9 @@ __all__ = [
     "SineFOL",
     "SwitchingBandit",
     "as_environment",
+    "check_environment",
     "env_name",
+    "is_gaussian_fol",
     "make_env",
     "sample_rewards",
     "sample_task",

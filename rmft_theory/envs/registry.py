@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 from rmft_theory.envs.bandits import (
     BernoulliBandit,
@@ -35,7 +36,20 @@ from rmft_theory.envs.processes import (
 
 
 class Environment(Protocol):
-    """The interface every registered environment implements."""
+    """The interface every registered environment implements.
+
+    A frozen (hashable) dataclass whose fields are its options, validated in
+    ``__post_init__``; vector options are tuples (:func:`make_env` turns lists into tuples, as
+    TOML and ``--set`` give lists). Class attributes: ``feedback``, ``"full"`` (the learner
+    sees every coordinate of ``R_t``) or ``"bandit"`` (only the pulled arm's); ``stationary``;
+    for full information optionally ``symmetric_noise`` (True when, given the task,
+    ``R_t − μ_t`` has the law of ``μ_t − R_t``; direct training's antithetic pairs need it).
+    The three methods are pure and act on one task (batch them with ``jax.vmap``):
+    ``sample_task(key)`` returns the task's parameters (a pytree of arrays),
+    ``mean_rewards(task)`` the (T, d) floating-point means ``μ_t`` and
+    ``sample_rewards(key, task)`` one (T, d) floating-point reward table; :func:`make_env`
+    checks these shapes and dtypes by tracing them once (``jax.eval_shape``).
+    """
 
     d: int
     horizon: int
@@ -56,7 +70,14 @@ class Environment(Protocol):
 
 
 class EnvEntry(NamedTuple):
-    """A registered environment: its config class, default options, option aliases, summary."""
+    """A registered environment.
+
+    Fields: ``cls``, the environment's dataclass (:class:`Environment`); ``summary``, one line
+    for ``rmft`` listings; ``defaults``, option values used where the caller gives none;
+    ``aliases``, other option names mapped to field names; ``adjust``, a function
+    ``options -> options`` applied to the caller's options (after aliasing, before the
+    defaults), e.g. to infer one option from another.
+    """
 
     cls: type
     summary: str
@@ -80,11 +101,42 @@ ENVS: dict[str, EnvEntry] = {}
 _VECTOR_OPTIONS = ("means", "mean", "start", "end", "segment_means")
 
 
+FEEDBACKS = ("full", "bandit")
+
+
 def register_env(name: str, entry: EnvEntry) -> None:
-    """Register ``entry`` under ``name`` (names are unique)."""
-    if name in ENVS:
-        raise ValueError(f"env name {name!r} is already registered")
+    """Register ``entry`` under ``name``; a ValueError names what does not fit.
+
+    ``entry.cls`` must be a dataclass with fields ``d`` and ``horizon``, the class attribute
+    ``feedback`` (one of :data:`FEEDBACKS`) and the methods of :class:`Environment`. Names are
+    unique, except that the same class (by module and qualified name) may register its name
+    again, as re-running a notebook cell or ``importlib.reload`` does.
+    """
+    if not isinstance(entry, EnvEntry):
+        raise ValueError(
+            f"register_env({name!r}, ...) takes an EnvEntry(cls, summary, ...), got {entry!r}"
+        )
+    cls = entry.cls
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise ValueError(f"env {name!r}: EnvEntry.cls must be a dataclass class, got {cls!r}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    missing = [f for f in ("d", "horizon") if f not in fields]
+    missing += [m for m in ("sample_task", "mean_rewards", "sample_rewards") if not hasattr(cls, m)]
+    if missing:
+        raise ValueError(f"env {name!r}: {cls.__name__} has no {missing} (see Environment)")
+    feedback = getattr(cls, "feedback", None)
+    if feedback not in FEEDBACKS:
+        raise ValueError(
+            f"env {name!r}: {cls.__name__}.feedback must be one of {FEEDBACKS}, got {feedback!r}"
+        )
+    old = ENVS.get(name)
+    if old is not None and _qualified(old.cls) != _qualified(cls):
+        raise ValueError(f"env name {name!r} is already registered (by {_qualified(old.cls)})")
     ENVS[name] = entry
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def env_options(name: str) -> tuple[str, ...]:
@@ -122,7 +174,42 @@ def make_env(name: str, **options) -> Environment:
     for f in fields.values():
         if f.name not in opts and f.default is dataclasses.MISSING:
             raise ValueError(f"env {name!r} needs option {f.name!r}")
-    return entry.cls(**opts)
+    env = entry.cls(**{k: _tuples(v) for k, v in opts.items()})
+    check_environment(env, name)
+    return env
+
+
+def _tuples(value):
+    """Lists (from TOML, JSON or ``--set``) as tuples, nested, so that configs hash."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def check_environment(env, name: str | None = None) -> None:
+    """Raise a ValueError naming the env unless it hashes (jit takes it as a static argument)
+    and its methods give (T, d) floating-point means and rewards (traced, not run)."""
+    name = name or type(env).__name__
+    try:
+        hash(env)
+    except TypeError as err:
+        raise ValueError(
+            f"env {name!r} must be hashable (a frozen dataclass whose options are numbers, "
+            f"strings or tuples): {err}"
+        ) from None
+    key = jax.random.key(0)
+    task = jax.eval_shape(env.sample_task, key)
+    T, d = env.horizon, env.d
+    for method, out in (
+        ("mean_rewards", jax.eval_shape(env.mean_rewards, task)),
+        ("sample_rewards", jax.eval_shape(env.sample_rewards, key, task)),
+    ):
+        shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+        if shape != (T, d) or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"env {name!r}: {method} must return a floating-point (horizon, d) = "
+                f"{(T, d)} array per task, got {shape} {dtype}"
+            )
 
 
 def env_name(env) -> str:
@@ -130,9 +217,16 @@ def env_name(env) -> str:
     for name, entry in ENVS.items():
         if type(env) is entry.cls:
             return name
-    if isinstance(env, GaussianFOL):
+    if type(env) is GaussianFOL:
         return "gaussian-fol"
     raise ValueError(f"env of type {type(env).__name__} is not registered")
+
+
+def is_gaussian_fol(env) -> bool:
+    """Whether ``env`` is the built-in Gaussian environment (:class:`GaussianFOL` or the
+    registry's :class:`GaussianFOLEnv`), whose closed forms (``W*``, THEORY §3) apply; a
+    subclass may change its rewards, so it is not."""
+    return type(env) in (GaussianFOL, GaussianFOLEnv)
 
 
 def as_environment(env) -> Environment:

@@ -20,7 +20,7 @@ from rmft_theory.models.lsa import (
     lsa_apply_quadratic,
     params_from_weights,
 )
-from rmft_theory.models.registry import MODELS, make_model, register_model
+from rmft_theory.models.registry import MODELS, check_causal, make_model, register_model
 from rmft_theory.models.transformer import CausalTransformer, causal_softmax_attention
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "causal_linear_attention",
     "causal_linear_attention_masked",
     "causal_softmax_attention",
+    "check_causal",
     "invariants",
     "lsa_apply",
     "lsa_apply_quadratic",
