@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rmft_theory.io import json_differences, load_json, load_npz, save_json, save_npz, to_jsonable
+from rmft_theory.validation import is_builtin
 
 META_FILE = "checkpoint.json"
 RECORDS_DIR = "records"
@@ -111,15 +112,20 @@ def run_fingerprint(env, settings, seeds, params) -> dict:
 
 
 def env_kind(env) -> str:
-    """The environment's registered name, or ``module.QualifiedName`` of an unregistered class:
-    two environment classes with the same options are different runs. The plain and the
-    registry's Gaussian environment are both ``"gaussian-fol"``."""
-    from rmft_theory.envs.registry import env_name  # deferred: envs import validation only
+    """The environment's registered name, or ``module.QualifiedName`` of an unregistered class
+    (:func:`rmft_theory.envs.registry.env_label`): two environment classes with the same
+    options are different runs. The plain and the registry's Gaussian environment are both
+    ``"gaussian-fol"``."""
+    from rmft_theory.envs.registry import env_label  # deferred: envs import validation only
 
-    try:
-        return env_name(env)
-    except ValueError:
-        return f"{type(env).__module__}.{type(env).__qualname__}"
+    return env_label(env)
+
+
+def _builtin_kind(kind) -> bool:
+    """Whether an :func:`env_kind` names an environment that ships with this library."""
+    from rmft_theory.envs.registry import ENVS
+
+    return isinstance(kind, str) and kind in ENVS and is_builtin(ENVS[kind].cls)
 
 
 def check_resumable(directory, fingerprint: dict, free: tuple[str, ...] = ()) -> None:
@@ -132,8 +138,11 @@ def check_resumable(directory, fingerprint: dict, free: tuple[str, ...] = ()) ->
         fp = to_jsonable(fp)
         if isinstance(fp, dict) and isinstance(fp.get("config"), dict):
             fp = {**fp, "config": {k: v for k, v in fp["config"].items() if k not in free}}
-        if isinstance(fp, dict) and "env_kind" not in saved_keys:
-            fp = {k: v for k, v in fp.items() if k != "env_kind"}  # saved before it counted
+        if isinstance(fp, dict) and "env_kind" not in saved_keys and builtin_now:
+            # Saved before the kind counted: then only a built-in environment is known to be
+            # the one that wrote it (a plugin subclass of GaussianFOL was recorded as the plain
+            # one), so only a built-in one resumes.
+            fp = {k: v for k, v in fp.items() if k != "env_kind"}
         env = fp.get("env") if isinstance(fp, dict) else None
         if isinstance(env, dict) and env.get("mean_kind") in ("zero", "fixed"):
             # GaussianFOL once ignored mean_scale unless mean_kind was "random" (rmft
@@ -143,6 +152,7 @@ def check_resumable(directory, fingerprint: dict, free: tuple[str, ...] = ()) ->
 
     saved = load_json(Path(directory) / META_FILE).get("fingerprint")
     saved_keys = saved if isinstance(saved, dict) else {}
+    builtin_now = _builtin_kind(to_jsonable(fingerprint).get("env_kind"))
     differ = json_differences(settings(saved), settings(fingerprint))
     if differ:
         raise ValueError(

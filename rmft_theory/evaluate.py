@@ -32,7 +32,7 @@ import numpy as np
 from rmft_theory import metrics
 from rmft_theory.baselines import bandits as bb
 from rmft_theory.baselines import online
-from rmft_theory.envs.registry import as_environment, env_name
+from rmft_theory.envs.registry import as_environment, env_label
 from rmft_theory.keys import Seeds
 from rmft_theory.regret import best_fixed_value, cumulative_regret
 from rmft_theory.spaces import check_space
@@ -114,13 +114,13 @@ def make_policy(name: str, env, **options) -> tuple[Policy, dict]:
     if spec.feedback == "full" and env.feedback != "full":
         bandit_names = sorted(n for n, s in POLICIES.items() if s.feedback == "bandit")
         raise ValueError(
-            f"policy {name!r} needs full-information feedback, but env {env_name(env)!r} is a "
+            f"policy {name!r} needs full-information feedback, but env {env_label(env)!r} is a "
             f"bandit; use one of {bandit_names}"
         )
     lo, hi = env.reward_range
     if spec.unit_rewards and not (lo >= 0 and hi <= 1):
         raise ValueError(
-            f"policy {name!r} needs rewards in [0, 1], but env {env_name(env)!r} has rewards "
+            f"policy {name!r} needs rewards in [0, 1], but env {env_label(env)!r} has rewards "
             f"in [{lo}, {hi}]"
         )
     resolved = {**spec.options, **options}
@@ -325,7 +325,7 @@ def make_evaluator(policy: Policy, env, runs: int, batch_size: int | None = None
     env = as_environment(env)
     check_positive_int("runs", runs)
     if isinstance(policy, FullInfoPolicy) and env.feedback != "full":
-        raise ValueError(f"a full-information policy cannot run on the bandit {env_name(env)!r}")
+        raise ValueError(f"a full-information policy cannot run on the bandit {env_label(env)!r}")
     chunk = batch_size or default_batch_size(runs, env.horizon, env.d)
     check_positive_int("batch_size", chunk)
     chunk = min(chunk, runs)

@@ -328,7 +328,8 @@ def register_moments_form(
     ``Σ_c w_c mse(apply_fn(params, R_c), π̄_c) / total``. With ``module`` (a flax module class),
     :func:`apply_function` maps every instance of exactly that class to ``apply_fn``, which must
     then equal ``instance.apply({"params": params}, R)`` for every instance (the filter and the
-    ``rmft`` commands build modules, so this is how a registered model gets the form there).
+    ``rmft`` commands build modules, so this is how a registered model gets the form there;
+    :func:`run_filter` checks it on one reward table, :func:`check_registered_apply`).
     ``tests/test_lsa_moments.py`` shows the checks such a form needs.
     """
     for name, fn in (("apply_fn", apply_fn), ("moments_fn", moments_fn), ("loss_fn", loss_fn)):
@@ -339,6 +340,31 @@ def register_moments_form(
             raise ValueError(f"module must be a flax Module class, got {module!r}")
         MODULE_APPLY_FUNCTIONS[module] = apply_fn
     MSE_MOMENT_FORMS[apply_fn] = (moments_fn, loss_fn)
+
+
+def check_registered_apply(model, apply_fn: Callable, params, horizon: int, d: int) -> None:
+    """Raise a ValueError unless a module's registered apply function (``MODULE_APPLY_FUNCTIONS``,
+    :func:`register_moments_form`) computes what the module does, on one fixed reward table.
+
+    The registered function runs every rollout and evaluation, so a module whose fields change
+    its computation (a depth, a width) must not be mapped to a function that ignores them.
+    Tolerance ``1e-5 (1 + max|g|)``: the same computation in float32 agrees far closer (the LSA's
+    registered function is the one its ``apply`` runs, exactly equal).
+    """
+    if not isinstance(model, nn.Module) or apply_fn is not MODULE_APPLY_FUNCTIONS.get(type(model)):
+        return
+    rewards = jax.random.normal(jax.random.key(0), (horizon, d))
+    want = np.asarray(model.apply({"params": params}, rewards), np.float64)
+    got = np.asarray(apply_fn(params, rewards), np.float64)
+    if want.shape != got.shape or not np.all(
+        np.abs(got - want) <= 1e-5 * (1.0 + np.max(np.abs(want)))
+    ):
+        raise ValueError(
+            f"the apply function registered for {type(model).__name__} "
+            f"({getattr(apply_fn, '__name__', apply_fn)!r}, register_moments_form) does not "
+            f"compute what this {type(model).__name__} does; register one that reads every "
+            "field that changes the computation, or none"
+        )
 
 
 def finetune_form(apply_fn: Callable, config: FilterConfig) -> str:
@@ -812,6 +838,7 @@ def run_filter(
         if not isinstance(model, nn.Module):
             raise ValueError("params must be given when model is an apply function")
         params = model.init(seeds.key("init"), jnp.zeros((env.horizon, env.d)))["params"]
+    check_registered_apply(model, apply_fn, params, env.horizon, env.d)
     stop = config.iterations if stop_after is None else stop_after
     if not 0 <= stop <= config.iterations:
         raise ValueError(f"stop_after must lie in [0, iterations={config.iterations}], got {stop}")
@@ -926,6 +953,10 @@ def filter_experiment(
     (``eval_base``), the final model (``eval_final``) and the baselines (``eval_<baseline>``),
     for growth-exponent fits with bootstrap errors.
     """
+    if not is_gaussian_fol(env):
+        raise ValueError(
+            f"env must be the built-in GaussianFOL (its W* closed form), got {type(env).__name__}"
+        )
     model = make_model("lsa", env.d)
     seeds = Seeds.from_seed(seed)
     W_star = ftrl_weights(env.cov_matrix, env.horizon, config.radius)

@@ -47,7 +47,7 @@ from rmft_theory.rollout import model_outputs
 from rmft_theory.spaces import project
 from rmft_theory.theory import ftrl_weights
 from rmft_theory.train import DirectTrainConfig, check_full_information, train_direct
-from rmft_theory.validation import check_choice
+from rmft_theory.validation import check_choice, is_builtin
 
 METHODS = ("direct", "filter")
 
@@ -187,7 +187,7 @@ def run_training(config: TrainRunConfig, out: Path, quiet: bool = False, mesh=No
     check_devices(config, env, mesh)
     model = config.model.build(env.d)
     seeds = Seeds.from_seed(config.seed)
-    if not MODELS[config.model.name].__module__.startswith("rmft_theory."):
+    if not is_builtin(MODELS[config.model.name]):
         # A plugin model (the shipped ones are checked by the test suite): seconds, once. A
         # fixed key of its own: the check is not part of the run and takes none of its streams.
         check_causal(model, env.horizon, env.d, jax.random.key(0), f"model {config.model.name!r}")

@@ -64,3 +64,24 @@ def check_positive_if_concrete(name: str, value) -> None:
         value = value.item()
     if isinstance(value, numbers.Real):
         check_positive(name, value)
+
+
+def is_builtin(obj) -> bool:
+    """Whether ``obj`` (a class or function, e.g. a registered env class or model factory)
+    ships with this library rather than with a plugin."""
+    return getattr(obj, "__module__", "").startswith("rmft_theory.")
+
+
+def same_definition(old, new) -> bool:
+    """Whether ``new`` may replace ``old`` under one registered name: the same object, or the
+    same module-level definition again (a re-run notebook cell or ``importlib.reload``); two
+    lambdas or locally defined classes of one module are never taken for each other."""
+    if old is new:
+        return True
+    qualified = [qualified_name(f) for f in (old, new)]
+    return qualified[0] == qualified[1] and "<" not in qualified[0]
+
+
+def qualified_name(obj) -> str:
+    """``module.QualifiedName`` of a class or function."""
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"

@@ -158,6 +158,15 @@ def test_unit_reward_policies_refuse_gaussian_rewards():
         with pytest.raises(ValueError, match=f"policy '{name}' needs rewards in"):
             ev.make_policy(name, env)
     ev.make_policy("ucb1", env)  # index policies run on any rewards
+    # An environment class not registered (a plugin's GaussianFOL subclass) is named by its
+    # class in these errors, not refused as "not registered".
+    from rmft_theory.envs import GaussianFOLEnv
+
+    class Louder(GaussianFOLEnv):
+        pass
+
+    with pytest.raises(ValueError, match=r"needs rewards in \[0, 1\], but env '.*Louder' has"):
+        ev.make_policy("thompson-bernoulli", Louder(d=3, horizon=10))
 
 
 def test_saved_model_evaluates_like_the_baseline_it_implements(tmp_path):

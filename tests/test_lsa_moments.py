@@ -277,6 +277,16 @@ def test_a_registered_module_class_gets_its_moments_form(monkeypatch):
     assert apply_function(module) is plugin_apply
     assert finetune_form(apply_function(module), FilterConfig()) == "moments"
     assert apply_function(Plugin(d=3)) is plugin_apply  # every instance of the class
+    # The registered function runs the plugin's rollouts too: one that computes something else
+    # is refused before the filter starts.
+    rmft.register_moments_form(
+        lambda p, r: 2.0 * lsa_apply(p, r), mse_moments, mse_loss_from_moments, module=Plugin
+    )
+    env = GaussianFOL(d=2, horizon=5)
+    params = module.init(jax.random.key(0), jnp.zeros((5, 2)))["params"]
+    params = jax.tree.map(lambda x: x + 0.1, params)  # not zero, so that 2x differs
+    with pytest.raises(ValueError, match=r"registered for Plugin .* does not compute what"):
+        run_filter(module, env, FilterConfig(iterations=1), Seeds(), params=params, quiet=True)
     with pytest.raises(ValueError, match="module must be a flax Module class"):
         rmft.register_moments_form(plugin_apply, mse_moments, mse_loss_from_moments, module=1)
     with pytest.raises(ValueError, match="loss_fn must be callable"):

@@ -6,11 +6,35 @@ import jax.numpy as jnp
 import pytest
 
 from rmft_theory.models import MODELS, check_causal, make_model, register_model
+from rmft_theory.models.registry import causal_cuts
+from rmft_theory.validation import same_definition
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registered_model_is_causal(name):
+    # T = 7: the check cuts at every round (causal_cuts).
+    assert causal_cuts(7) == list(range(7))
     check_causal(make_model(name, 3), 7, 3, jax.random.key(0), name)
+
+
+def test_a_deep_model_whose_perturbed_outputs_overflow_is_still_checked():
+    # Four linear-attention layers multiply: parameters perturbed by 0.1 overflowed float32 at
+    # T = 200, which once read as "not causal"; the check now takes a smaller perturbation.
+    check_causal(make_model("linear-attention", 3, depth=4), 200, 3, jax.random.key(0))
+    assert causal_cuts(200) == [0, 50, 100, 150, 199]
+
+
+class NonFinite(nn.Module):
+    d: int
+
+    @nn.compact
+    def __call__(self, rewards_TxD):
+        return jnp.log(-jnp.abs(rewards_TxD) - 1.0)  # NaN for every input
+
+
+def test_non_finite_outputs_are_their_own_error():
+    with pytest.raises(ValueError, match=r"^nan gives non-finite outputs at initialisation$"):
+        check_causal(NonFinite(d=2), 5, 2, jax.random.key(0), "nan")
 
 
 class Peeking(nn.Module):
@@ -36,12 +60,30 @@ class LastRoundOnly(nn.Module):
         return past.at[-1].add(rewards_TxD[-1]) * eta[None, :]
 
 
-@pytest.mark.parametrize("module, round_", [(Peeking, 0), (LastRoundOnly, 6)])
+class MiddleLeak(nn.Module):
+    """Causal except at round 3, which sees R_3: only a cut at round 3 finds it."""
+
+    d: int
+
+    @nn.compact
+    def __call__(self, rewards_TxD):
+        eta = self.param("eta", nn.initializers.zeros, (self.d,))
+        past = jnp.cumsum(rewards_TxD, 0) - rewards_TxD
+        return past.at[3].add(rewards_TxD[3]) * eta[None, :]
+
+
+@pytest.mark.parametrize("module, round_", [(Peeking, 0), (LastRoundOnly, 6), (MiddleLeak, 3)])
 def test_a_model_that_sees_the_current_round_is_refused(module, round_):
     # Zero-initialised on purpose: the check perturbs the parameters, so a zero init hides
     # nothing.
     with pytest.raises(ValueError, match=rf"^peek is not causal: its output at round {round_} "):
         check_causal(module(d=3), 7, 3, jax.random.key(0), "peek")
+
+
+def test_two_lambdas_of_one_module_are_not_the_same_definition():
+    first, second = (lambda d: Peeking(d=d)), (lambda d: Peeking(d=d))
+    assert not same_definition(first, second) and same_definition(first, first)
+    assert same_definition(Peeking, Peeking)
 
 
 def test_registration_names_clashes_but_accepts_the_same_factory_again(monkeypatch):

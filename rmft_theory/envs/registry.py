@@ -33,6 +33,7 @@ from rmft_theory.envs.processes import (
     LinearTrendFOL,
     SineFOL,
 )
+from rmft_theory.validation import qualified_name, same_definition
 
 
 class Environment(Protocol):
@@ -109,8 +110,7 @@ def register_env(name: str, entry: EnvEntry) -> None:
 
     ``entry.cls`` must be a dataclass with fields ``d`` and ``horizon``, the class attribute
     ``feedback`` (one of :data:`FEEDBACKS`) and the methods of :class:`Environment`. Names are
-    unique, except that the same class (by module and qualified name) may register its name
-    again, as re-running a notebook cell or ``importlib.reload`` does.
+    unique, except that the same class may register its name again (:func:`same_definition`).
     """
     if not isinstance(entry, EnvEntry):
         raise ValueError(
@@ -130,13 +130,9 @@ def register_env(name: str, entry: EnvEntry) -> None:
             f"env {name!r}: {cls.__name__}.feedback must be one of {FEEDBACKS}, got {feedback!r}"
         )
     old = ENVS.get(name)
-    if old is not None and _qualified(old.cls) != _qualified(cls):
-        raise ValueError(f"env name {name!r} is already registered (by {_qualified(old.cls)})")
+    if old is not None and not same_definition(old.cls, cls):
+        raise ValueError(f"env name {name!r} is already registered (by {qualified_name(old.cls)})")
     ENVS[name] = entry
-
-
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def env_options(name: str) -> tuple[str, ...]:
@@ -220,6 +216,14 @@ def env_name(env) -> str:
     if type(env) is GaussianFOL:
         return "gaussian-fol"
     raise ValueError(f"env of type {type(env).__name__} is not registered")
+
+
+def env_label(env) -> str:
+    """:func:`env_name`, or ``module.QualifiedName`` for an environment class not registered."""
+    try:
+        return env_name(env)
+    except ValueError:
+        return qualified_name(type(env))
 
 
 def is_gaussian_fol(env) -> bool:
