@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rmft_theory.envs.registry import ENVS, env_label
 from rmft_theory.io import json_differences, load_json, load_npz, save_json, save_npz, to_jsonable
 from rmft_theory.validation import is_builtin
 
@@ -116,15 +117,11 @@ def env_kind(env) -> str:
     (:func:`rmft_theory.envs.registry.env_label`): two environment classes with the same
     options are different runs. The plain and the registry's Gaussian environment are both
     ``"gaussian-fol"``."""
-    from rmft_theory.envs.registry import env_label  # deferred: envs import validation only
-
     return env_label(env)
 
 
 def _builtin_kind(kind) -> bool:
     """Whether an :func:`env_kind` names an environment that ships with this library."""
-    from rmft_theory.envs.registry import ENVS
-
     return isinstance(kind, str) and kind in ENVS and is_builtin(ENVS[kind].cls)
 
 
