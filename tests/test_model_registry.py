@@ -48,36 +48,28 @@ class Peeking(nn.Module):
         return jnp.cumsum(rewards_TxD, 0) * eta[None, :]
 
 
-class LastRoundOnly(nn.Module):
-    """Causal except at the last round, which sees the whole sequence: the T − 1 cut finds it."""
+class LeakAt(nn.Module):
+    """Causal except at round ``leak``, which also sees R_leak: only a cut at that round (or
+    before it, for rows up to it) finds it."""
 
     d: int
+    leak: int = 3
 
     @nn.compact
     def __call__(self, rewards_TxD):
         eta = self.param("eta", nn.initializers.zeros, (self.d,))
         past = jnp.cumsum(rewards_TxD, 0) - rewards_TxD
-        return past.at[-1].add(rewards_TxD[-1]) * eta[None, :]
+        return past.at[self.leak].add(rewards_TxD[self.leak]) * eta[None, :]
 
 
-class MiddleLeak(nn.Module):
-    """Causal except at round 3, which sees R_3: only a cut at round 3 finds it."""
-
-    d: int
-
-    @nn.compact
-    def __call__(self, rewards_TxD):
-        eta = self.param("eta", nn.initializers.zeros, (self.d,))
-        past = jnp.cumsum(rewards_TxD, 0) - rewards_TxD
-        return past.at[3].add(rewards_TxD[3]) * eta[None, :]
-
-
-@pytest.mark.parametrize("module, round_", [(Peeking, 0), (LastRoundOnly, 6), (MiddleLeak, 3)])
+@pytest.mark.parametrize(
+    "module, round_", [(Peeking(d=3), 0), (LeakAt(d=3, leak=6), 6), (LeakAt(d=3, leak=3), 3)]
+)
 def test_a_model_that_sees_the_current_round_is_refused(module, round_):
     # Zero-initialised on purpose: the check perturbs the parameters, so a zero init hides
-    # nothing.
+    # nothing. The last round and a middle one: every round is a cut at T = 7.
     with pytest.raises(ValueError, match=rf"^peek is not causal: its output at round {round_} "):
-        check_causal(module(d=3), 7, 3, jax.random.key(0), "peek")
+        check_causal(module, 7, 3, jax.random.key(0), "peek")
 
 
 def test_two_lambdas_of_one_module_are_not_the_same_definition():
@@ -94,7 +86,7 @@ def test_registration_names_clashes_but_accepts_the_same_factory_again(monkeypat
     register_model("peek")(Peeking)  # a re-run notebook cell or importlib.reload
     assert registry.MODELS["peek"] is Peeking
     with pytest.raises(ValueError, match=r"model name 'peek' is already registered \(by "):
-        register_model("peek")(LastRoundOnly)
+        register_model("peek")(LeakAt)
 
 
 def test_rmft_train_refuses_a_plugin_model_that_is_not_causal(tmp_path, monkeypatch):
