@@ -269,14 +269,20 @@ def test_finished_run_extends_to_more_iterations_bit_identically(tmp_path):
         run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, quiet=True)
 
 
+def _one_iteration_checkpoint(tmp_path):
+    """``(seeds, model, meta_path, meta)`` of a TINY filter run on ENV stopped after one
+    iteration, checkpointed in ``tmp_path``."""
+    seeds, model = Seeds.from_seed(7), make_model("lsa", ENV.d)
+    run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, stop_after=1, quiet=True)
+    meta_path = tmp_path / "checkpoint.json"
+    return seeds, model, meta_path, json.loads(meta_path.read_text())
+
+
 def test_checkpoints_that_recorded_an_unused_mean_scale_still_resume(tmp_path):
     # rmft train-filter once recorded its --mean-scale default (0.3) on zero-mean tasks, where
     # GaussianFOL ignored it; GaussianFOL now refuses it there, so the resume check reads such
     # a recorded value as 0. Any other change of mean_scale is still a different run.
-    seeds, model = Seeds.from_seed(7), make_model("lsa", ENV.d)
-    run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, stop_after=1, quiet=True)
-    meta_path = tmp_path / "checkpoint.json"
-    meta = json.loads(meta_path.read_text())
+    seeds, model, meta_path, meta = _one_iteration_checkpoint(tmp_path)
     assert meta["fingerprint"]["env"]["mean_kind"] == "zero"
     meta["fingerprint"]["env"]["mean_scale"] = 0.3
     meta_path.write_text(json.dumps(meta))
@@ -290,10 +296,7 @@ def test_checkpoints_that_recorded_an_unused_mean_scale_still_resume(tmp_path):
 def test_a_checkpoint_resumes_only_on_its_own_kind_of_environment(tmp_path):
     # Two environment classes with the same options are different runs; checkpoints written
     # before the kind counted still resume.
-    seeds, model = Seeds.from_seed(7), make_model("lsa", ENV.d)
-    run_filter(model, ENV, TINY, seeds, checkpoint_dir=tmp_path, stop_after=1, quiet=True)
-    meta_path = tmp_path / "checkpoint.json"
-    meta = json.loads(meta_path.read_text())
+    seeds, model, meta_path, meta = _one_iteration_checkpoint(tmp_path)
     assert meta["fingerprint"]["env_kind"] == "gaussian-fol"
 
     @dataclasses.dataclass(frozen=True)
